@@ -1,0 +1,90 @@
+//! Command-line interface: one module per subcommand; `main.rs` only parses and exits.
+
+pub mod predict;
+pub mod run;
+pub mod stats;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::Error;
+
+/// Environment variables, shown in `--help`.
+const ENV_HELP: &str = "Environment:
+  PRESIZE_DB              SQLite database path (default ~/.local/share/presize/presize.db)
+  PRESIZE_MODEL_DIR       model directory (default ~/.local/share/presize/models)
+  PRESIZE_DRY_RUN         1/true: predict and record, enforce only the static defaults
+  PRESIZE_HOST_BUDGET_MB  memory all concurrently running jobs may be capped to in total
+  PRESIZE_CONFIG          TOML config file (default /etc/presize/config.toml if present)
+
+Exit codes: 0 ok, 2 usage/input error, 3 rejected, 4 store/model error,
+124 job timed out, 137 job OOM-killed after the last attempt; otherwise the job's own code.";
+
+/// Predict what a batch job will need, then run it under limits built from that prediction.
+#[derive(Debug, Parser)]
+#[command(name = "presize", version, about, after_help = ENV_HELP)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Features + prediction + the limits that would apply; records nothing.
+    Predict(predict::Args),
+    /// Predict, record, run under limits, settle; exits with the job's exit code.
+    Run(run::Args),
+    /// Accuracy per target and outcome counts over the last settled jobs.
+    Stats(stats::Args),
+}
+
+/// Run a parsed command line; returns the process exit code.
+pub fn dispatch(cli: Cli) -> Result<i32, Error> {
+    match cli.command {
+        Command::Predict(a) => predict::execute(a),
+        Command::Run(a) => run::execute(a),
+        Command::Stats(a) => stats::execute(a),
+    }
+}
+
+/// Write to stdout; a closed pipe (`presize stats | head`) is not an error.
+pub fn out(text: &str) -> Result<(), Error> {
+    let mut so = std::io::stdout().lock();
+    match so.write_all(text.as_bytes()).and_then(|_| so.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Error::Io(format!("cannot write to stdout: {e}"))),
+    }
+}
+
+/// Serialise a report as one JSON document on stdout.
+pub fn out_json<T: serde::Serialize>(value: &T) -> Result<(), Error> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| Error::Io(format!("cannot serialise the report: {e}")))?;
+    out(&(text + "\n"))
+}
+
+/// Format an optional number for tables.
+pub fn fmt_opt(v: Option<f64>, digits: usize) -> String {
+    match v {
+        Some(x) if x.is_finite() => format!("{x:.digits$}"),
+        _ => "-".into(),
+    }
+}
+
+/// Arguments shared by `predict` and `run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct JobArgs {
+    /// Runtime of the job (python, r, shell, …); default: from the program name.
+    #[arg(long, value_name = "R")]
+    pub runtime: Option<String>,
+    /// An input file whose size feeds the prediction (repeatable).
+    #[arg(long = "input", value_name = "FILE")]
+    pub inputs: Vec<PathBuf>,
+    /// Groups runs of the same job; default: a hash of the script path.
+    #[arg(long, value_name = "K")]
+    pub job_key: Option<String>,
+}

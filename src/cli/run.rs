@@ -1,0 +1,97 @@
+//! `presize run -- CMD...`: predict, record, run under limits, settle.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use super::JobArgs;
+use crate::config::Settings;
+use crate::error::Error;
+use crate::job::{JobSpec, Priority};
+use crate::policy::Decision;
+use crate::runner::{self, RunOptions};
+
+/// Arguments of `run`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub job: JobArgs,
+    /// The job's script; default: the first argument with a script extension.
+    #[arg(long, value_name = "FILE")]
+    pub script: Option<PathBuf>,
+    /// Admission priority.
+    #[arg(long, value_enum, default_value_t = Priority::Normal)]
+    pub priority: Priority,
+    /// Predict and record, but enforce only the static defaults.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Override the timeout in seconds (recorded as applied).
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+    /// Override the memory cap in MiB (recorded as applied).
+    #[arg(long, value_name = "MB")]
+    pub memory_mb: Option<u64>,
+    /// The caller's own id for this analysis, stored with the record.
+    #[arg(long, value_name = "ID")]
+    pub analysis_id: Option<String>,
+    /// Print nothing of presize's own on stderr except errors.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// The job: program and arguments (never passed through a shell).
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+/// Run `run`.
+pub fn execute(args: Args) -> Result<i32, Error> {
+    if args.command.is_empty() {
+        return Err(crate::executor::ExecError::EmptyCommand.into());
+    }
+    let settings = Settings::from_env()?;
+    let spec = JobSpec {
+        command: args.command,
+        script: args.script,
+        runtime: args.job.runtime,
+        inputs: args.job.inputs,
+        job_key: args.job.job_key,
+        analysis_id: args.analysis_id,
+        priority: args.priority,
+        cwd: None,
+    };
+    let opts = RunOptions {
+        dry_run: args.dry_run,
+        timeout_s: args.timeout,
+        memory_mb: args.memory_mb,
+    };
+    let quiet = args.quiet;
+    let say = |m: &str| {
+        if !quiet {
+            eprintln!("presize: {m}");
+        }
+    };
+    let report = runner::run(&spec, &settings, &opts, say)?;
+    if !quiet {
+        let p = &report.plan.prediction;
+        eprintln!(
+            "presize: predicted peak {:.1} MB (upper {:.1}), wall {:.2} s, cpu {:.2} s — {} {} confidence {:.2}; job key {}",
+            p.peak_rss_mb,
+            p.upper.peak_rss_mb,
+            p.wall_seconds,
+            p.cpu_seconds,
+            p.source.as_str(),
+            p.model_version,
+            p.confidence,
+            report.plan.job_key
+        );
+        if let Decision::Run { predicted, .. } = &report.plan.decision {
+            eprintln!(
+                "presize: limits from the prediction: memory {} MB, timeout {} s{}; backend {}; rows {:?}",
+                predicted.memory_limit_mb,
+                predicted.timeout_s,
+                if report.dry_run { " (dry run: not enforced)" } else { "" },
+                report.backend,
+                report.attempts.iter().map(|a| a.row_id).collect::<Vec<_>>()
+            );
+        }
+    }
+    Ok(report.exit_code)
+}

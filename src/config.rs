@@ -1,0 +1,350 @@
+//! Settings: built-in defaults < config file (TOML) < environment < command-line flags.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::features::CatalogOverride;
+use crate::policy::Policy;
+
+/// Default location of the config file, read only when present.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/presize/config.toml";
+
+/// Errors reading the configuration or the environment.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "cannot read config file {path}: {source}; fix its permissions or unset PRESIZE_CONFIG"
+    )]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is invalid: {reason}")]
+    Parse { path: PathBuf, reason: String },
+    #[error("config file {path} is world-writable; run `chmod o-w {path}` (presize refuses configs anyone can edit)")]
+    WorldWritable { path: PathBuf },
+    #[error("{var}={value:?} is not valid: {expected}")]
+    Env {
+        var: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("cannot determine where to keep the database: set PRESIZE_DB or HOME")]
+    NoHome,
+}
+
+/// Which cgroup backend the executor uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupChoice {
+    /// Detect at start-up: v2 if delegated, else v1, else none.
+    #[default]
+    Auto,
+    V2,
+    V1,
+    None,
+}
+
+/// `[executor]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExecutorConfig {
+    /// Cgroup backend to use.
+    pub cgroup: CgroupChoice,
+    /// Maximum number of tasks in a job's cgroup (stops fork bombs); 0 = no limit.
+    pub pids_max: u64,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        Self {
+            cgroup: CgroupChoice::Auto,
+            pids_max: 4096,
+        }
+    }
+}
+
+/// `[features]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FeaturesConfig {
+    /// Scripts larger than this are scanned up to this size and flagged.
+    pub max_script_bytes: u64,
+}
+
+impl Default for FeaturesConfig {
+    fn default() -> Self {
+        Self {
+            max_script_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[model]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Target coverage of the calibrated upper bounds.
+    pub coverage: f64,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self { coverage: 0.95 }
+    }
+}
+
+/// The config file as written by the operator; every key optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConfigFile {
+    pub policy: Policy,
+    pub catalog: BTreeMap<String, CatalogOverride>,
+    pub executor: ExecutorConfig,
+    pub features: FeaturesConfig,
+    pub model: ModelConfig,
+}
+
+impl ConfigFile {
+    /// Parse a config file; unknown keys are errors so typos do not pass silently.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let meta = std::fs::metadata(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        if !meta.is_file() {
+            return Err(ConfigError::Parse {
+                path: path.to_owned(),
+                reason: "not a regular file".into(),
+            });
+        }
+        if is_world_writable(&meta) {
+            return Err(ConfigError::WorldWritable {
+                path: path.to_owned(),
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let cfg: ConfigFile = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            reason: one_line(&e.to_string()),
+        })?;
+        cfg.policy.validate().map_err(|reason| ConfigError::Parse {
+            path: path.to_owned(),
+            reason,
+        })?;
+        Ok(cfg)
+    }
+}
+
+/// Fully resolved settings used by every command.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub db_path: PathBuf,
+    pub model_dir: PathBuf,
+    pub dry_run: bool,
+    /// Host memory budget in MB (already resolved from 90 % of physical memory when unset).
+    pub host_budget_mb: u64,
+    pub config_path: Option<PathBuf>,
+    pub file: ConfigFile,
+}
+
+impl Settings {
+    /// Resolve settings from the process environment and the config file.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var_os(k).map(|v| v.to_string_lossy().into_owned()))
+    }
+
+    /// Resolve settings from a variable lookup (tests pass a map).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let (config_path, file) = match get("PRESIZE_CONFIG").filter(|s| !s.is_empty()) {
+            Some(p) => {
+                let p = PathBuf::from(p);
+                (Some(p.clone()), ConfigFile::load(&p)?)
+            }
+            None => {
+                let p = Path::new(DEFAULT_CONFIG_PATH);
+                if p.exists() {
+                    (Some(p.to_owned()), ConfigFile::load(p)?)
+                } else {
+                    (None, ConfigFile::default())
+                }
+            }
+        };
+        let data_dir = || -> Result<PathBuf, ConfigError> {
+            if let Some(x) = get("XDG_DATA_HOME").filter(|s| s.starts_with('/')) {
+                return Ok(PathBuf::from(x).join("presize"));
+            }
+            match get("HOME").filter(|s| !s.is_empty()) {
+                Some(h) => Ok(PathBuf::from(h).join(".local/share/presize")),
+                None => Ok(PathBuf::from("/var/lib/presize")),
+            }
+        };
+        let db_path = match get("PRESIZE_DB").filter(|s| !s.is_empty()) {
+            Some(p) => PathBuf::from(p),
+            None => data_dir()?.join("presize.db"),
+        };
+        let model_dir = match get("PRESIZE_MODEL_DIR").filter(|s| !s.is_empty()) {
+            Some(p) => PathBuf::from(p),
+            None => data_dir()?.join("models"),
+        };
+        let dry_run = match get("PRESIZE_DRY_RUN") {
+            None => false,
+            Some(v) => parse_bool(&v).ok_or(ConfigError::Env {
+                var: "PRESIZE_DRY_RUN",
+                value: v.clone(),
+                expected: "use 1/true/yes/on or 0/false/no/off",
+            })?,
+        };
+        let env_budget = match get("PRESIZE_HOST_BUDGET_MB") {
+            None => None,
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(n) if n > 0 => Some(n),
+                _ => {
+                    return Err(ConfigError::Env {
+                        var: "PRESIZE_HOST_BUDGET_MB",
+                        value: v.clone(),
+                        expected: "a positive whole number of megabytes",
+                    })
+                }
+            },
+        };
+        let host_budget_mb = env_budget
+            .or((file.policy.host_budget_mb > 0).then_some(file.policy.host_budget_mb))
+            .unwrap_or_else(default_host_budget_mb);
+        Ok(Settings {
+            db_path,
+            model_dir,
+            dry_run,
+            host_budget_mb,
+            config_path,
+            file,
+        })
+    }
+
+    /// The limits policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.file.policy
+    }
+}
+
+/// 90 % of physical memory (or of the memory limit of our own cgroup, if smaller), in MB.
+pub fn default_host_budget_mb() -> u64 {
+    let total = physical_memory_mb().unwrap_or(4096);
+    let total = match own_cgroup_memory_limit_mb() {
+        Some(l) if l < total => l,
+        _ => total,
+    };
+    (total as f64 * 0.9) as u64
+}
+
+/// MemTotal from /proc/meminfo, in MB (10^6 bytes is not used: MB here means MiB).
+pub fn physical_memory_mb() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
+fn own_cgroup_memory_limit_mb() -> Option<u64> {
+    let cg = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    for line in cg.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let file = if ctrls.is_empty() {
+            Path::new("/sys/fs/cgroup")
+                .join(path.trim_start_matches('/'))
+                .join("memory.max")
+        } else if ctrls.split(',').any(|c| c == "memory") {
+            Path::new("/sys/fs/cgroup/memory")
+                .join(path.trim_start_matches('/'))
+                .join("memory.limit_in_bytes")
+        } else {
+            continue;
+        };
+        if let Ok(v) = std::fs::read_to_string(&file) {
+            if let Ok(bytes) = v.trim().parse::<u64>() {
+                // v1 reports "no limit" as a huge page-aligned number.
+                if bytes < (1 << 50) {
+                    return Some(bytes / (1024 * 1024));
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Parse the usual spellings of a boolean.
+pub fn parse_bool(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" | "" => Some(false),
+        _ => None,
+    }
+}
+
+fn is_world_writable(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    meta.permissions().mode() & 0o002 != 0
+}
+
+/// Collapse a multi-line message (e.g. from the TOML parser) into one line.
+pub fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn env_values_are_validated() {
+        let base = [("HOME", "/tmp/h"), ("PRESIZE_CONFIG", "")];
+        assert!(settings(&base).is_ok());
+        let e = settings(&[base[0], ("PRESIZE_DRY_RUN", "maybe")]).unwrap_err();
+        assert!(e.to_string().contains("PRESIZE_DRY_RUN"), "{e}");
+        for bad in ["-5", "abc", "0", ""] {
+            let e = settings(&[base[0], ("PRESIZE_HOST_BUDGET_MB", bad)]).unwrap_err();
+            assert!(e.to_string().contains("PRESIZE_HOST_BUDGET_MB"), "{e}");
+        }
+        let s = settings(&[base[0], ("PRESIZE_HOST_BUDGET_MB", "300")]).unwrap();
+        assert_eq!(s.host_budget_mb, 300);
+        assert_eq!(
+            s.db_path,
+            PathBuf::from("/tmp/h/.local/share/presize/presize.db")
+        );
+        let s = settings(&[base[0], ("PRESIZE_DRY_RUN", "TRUE")]).unwrap();
+        assert!(s.dry_run);
+    }
+
+    #[test]
+    fn config_file_unknown_keys_and_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[policy]\nmem_headroom = 2.0\n").unwrap();
+        let c = ConfigFile::load(&p).unwrap();
+        assert_eq!(c.policy.mem_headroom, 2.0);
+        assert_eq!(c.policy.wall_headroom, 1.3);
+        std::fs::write(&p, "[policy]\nmem_headrom = 2.0\n").unwrap();
+        let e = ConfigFile::load(&p).unwrap_err().to_string();
+        assert!(e.contains("mem_headrom") && !e.contains('\n'), "{e}");
+        std::fs::write(&p, "[policy\n").unwrap();
+        assert!(ConfigFile::load(&p).is_err());
+        std::fs::write(&p, "[policy]\nmem_headroom = -1.0\n").unwrap();
+        assert!(ConfigFile::load(&p).is_err());
+    }
+}

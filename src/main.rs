@@ -1,0 +1,20 @@
+//! The `presize` binary: parse arguments, call the library, map errors to exit codes.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = presize::cli::Cli::parse();
+    let code = match presize::cli::dispatch(cli).map_err(anyhow::Error::from) {
+        Ok(code) => code,
+        Err(e) => {
+            let code = e
+                .downcast_ref::<presize::Error>()
+                .map_or(presize::exit_codes::STORE, presize::Error::exit_code);
+            eprintln!("presize: error: {e}");
+            code
+        }
+    };
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}

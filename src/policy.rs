@@ -1,0 +1,319 @@
+//! Prediction → limits, or a rejection. Pure functions over a [`Policy`] struct.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::Prediction;
+
+/// Errors in the policy configuration.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("invalid policy: {0}")]
+    Invalid(String),
+}
+
+/// How the memory cap is derived from a prediction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitMode {
+    /// The original formula: cap = `mem_headroom` × predicted peak RSS.
+    #[default]
+    Headroom,
+    /// The calibrated upper bound of the prediction (at the configured coverage).
+    Upper,
+}
+
+/// Knobs of the limits policy; the `[policy]` section of the config file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Policy {
+    /// cap = mem_headroom × predicted peak RSS (original formula).
+    pub mem_headroom: f64,
+    /// timeout = max(timeout_floor_s, wall_headroom × predicted wall).
+    pub wall_headroom: f64,
+    /// No cap below this.
+    pub memory_floor_mb: u64,
+    /// No timeout below this.
+    pub timeout_floor_s: u64,
+    /// Static default memory cap: used in dry-run and below the confidence threshold.
+    pub default_memory_mb: u64,
+    /// Static default timeout.
+    pub default_timeout_s: u64,
+    /// Below this confidence the static defaults apply (limits never tighter than them).
+    pub confidence_threshold: f64,
+    /// Attempts in total when a job is OOM-killed.
+    pub max_attempts: u32,
+    /// Next cap after an OOM kill: at least this × the killed cap.
+    pub escalation_factor: f64,
+    /// SIGTERM → SIGKILL grace period.
+    pub grace_period_s: u64,
+    /// 0 = 90 % of physical memory.
+    pub host_budget_mb: u64,
+    /// Retry a job killed at its timeout (with escalated timeout); off by default.
+    pub retry_timeouts: bool,
+    /// Reject jobs whose predicted lower bound of wall time exceeds this; 0 = no maximum.
+    pub max_wall_s: u64,
+    /// Memory cap derivation: `headroom` (original formula) or `upper` (calibrated bound).
+    pub limit_mode: LimitMode,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            mem_headroom: 1.5,
+            wall_headroom: 1.3,
+            memory_floor_mb: 64,
+            timeout_floor_s: 60,
+            default_memory_mb: 8192,
+            default_timeout_s: 3600,
+            confidence_threshold: 0.05,
+            max_attempts: 2,
+            escalation_factor: 2.0,
+            grace_period_s: 10,
+            host_budget_mb: 0,
+            retry_timeouts: false,
+            max_wall_s: 0,
+            limit_mode: LimitMode::Headroom,
+        }
+    }
+}
+
+impl Policy {
+    /// Check the knobs are usable; the message names the bad key.
+    pub fn validate(&self) -> Result<(), String> {
+        let pos = |name: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(format!("policy.{name} must be a positive number, got {v}"))
+            }
+        };
+        pos("mem_headroom", self.mem_headroom)?;
+        pos("wall_headroom", self.wall_headroom)?;
+        pos("escalation_factor", self.escalation_factor)?;
+        if self.escalation_factor < 1.0 {
+            return Err("policy.escalation_factor must be at least 1.0".into());
+        }
+        if !(0.0..=1.0).contains(&self.confidence_threshold) {
+            return Err("policy.confidence_threshold must be within 0..1".into());
+        }
+        if self.max_attempts == 0 || self.max_attempts > 10 {
+            return Err("policy.max_attempts must be 1..=10".into());
+        }
+        if self.default_memory_mb == 0 || self.default_timeout_s == 0 {
+            return Err("policy.default_memory_mb and default_timeout_s must be > 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// Limits applied to one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Memory cap in MiB.
+    pub memory_limit_mb: u64,
+    /// Timeout in seconds.
+    pub timeout_s: u64,
+    /// True when these limits come from the prediction and are enforced (false in dry-run).
+    pub enforced: bool,
+}
+
+/// Why a job was refused before running.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rejection {
+    pub reason: String,
+}
+
+/// The policy's verdict for one job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "decision", rename_all = "lowercase")]
+pub enum Decision {
+    /// Run: `predicted` are the limits derived from the prediction, `applied` what is enforced.
+    Run { predicted: Limits, applied: Limits },
+    /// Manifestly impossible.
+    Reject(Rejection),
+}
+
+/// Clamp a float into a finite, non-negative value (NaN → 0).
+fn finite(v: f64) -> f64 {
+    if v.is_finite() && v > 0.0 {
+        v
+    } else {
+        0.0
+    }
+}
+
+fn to_u64_ceil(v: f64) -> u64 {
+    let v = finite(v).ceil();
+    if v >= u64::MAX as f64 {
+        u64::MAX
+    } else {
+        v as u64
+    }
+}
+
+/// The static-default limits, clamped to the budget.
+pub fn static_limits(policy: &Policy, budget_mb: u64) -> Limits {
+    Limits {
+        memory_limit_mb: policy.default_memory_mb.min(budget_mb.max(1)),
+        timeout_s: policy.default_timeout_s,
+        enforced: false,
+    }
+}
+
+/// Limits derived from a prediction (what enforcement applies).
+pub fn limits_for(pred: &Prediction, policy: &Policy, budget_mb: u64) -> Limits {
+    let budget = budget_mb.max(1);
+    let rss = match policy.limit_mode {
+        LimitMode::Headroom => policy.mem_headroom * finite(pred.peak_rss_mb),
+        LimitMode::Upper => finite(pred.upper.peak_rss_mb).max(finite(pred.peak_rss_mb)),
+    };
+    let mut mem = to_u64_ceil(rss).max(policy.memory_floor_mb);
+    let mut timeout = to_u64_ceil(policy.wall_headroom * finite(pred.wall_seconds))
+        .max(policy.timeout_floor_s)
+        .max(1);
+    let confident = pred.confidence.is_finite() && pred.confidence >= policy.confidence_threshold;
+    if !confident {
+        mem = mem.max(policy.default_memory_mb);
+        timeout = timeout.max(policy.default_timeout_s);
+    }
+    if policy.max_wall_s > 0 {
+        timeout = timeout.min(policy.max_wall_s.max(policy.timeout_floor_s));
+    }
+    Limits {
+        memory_limit_mb: mem.min(budget),
+        timeout_s: timeout,
+        enforced: true,
+    }
+}
+
+/// Decide whether and how to run a job.
+pub fn decide(pred: &Prediction, policy: &Policy, budget_mb: u64, dry_run: bool) -> Decision {
+    let lower_rss = finite(pred.lower.peak_rss_mb);
+    if lower_rss > budget_mb as f64 {
+        return Decision::Reject(Rejection {
+            reason: format!(
+                "predicted peak RSS is at least {lower_rss:.0} MB (point {:.0} MB), above the host budget of {budget_mb} MB",
+                finite(pred.peak_rss_mb)
+            ),
+        });
+    }
+    let lower_wall = finite(pred.lower.wall_seconds);
+    if policy.max_wall_s > 0 && lower_wall > policy.max_wall_s as f64 {
+        return Decision::Reject(Rejection {
+            reason: format!(
+                "predicted wall time is at least {lower_wall:.0} s, above the configured maximum of {} s",
+                policy.max_wall_s
+            ),
+        });
+    }
+    let predicted = limits_for(pred, policy, budget_mb);
+    if dry_run {
+        Decision::Run {
+            predicted: Limits {
+                enforced: false,
+                ..predicted
+            },
+            applied: static_limits(policy, budget_mb),
+        }
+    } else {
+        Decision::Run {
+            predicted,
+            applied: predicted,
+        }
+    }
+}
+
+/// The memory cap for the next attempt after an OOM kill at `killed_cap_mb`.
+///
+/// The killed attempt only shows that the true peak exceeds the cap, so the next cap is at
+/// least `escalation_factor` × the killed cap, at least the upper bound of the prediction, and
+/// never above the host budget. Returns `None` when no higher cap fits in the budget.
+pub fn escalate(
+    killed_cap_mb: u64,
+    measured_peak_mb: Option<f64>,
+    pred: &Prediction,
+    policy: &Policy,
+    budget_mb: u64,
+) -> Option<u64> {
+    let by_factor = killed_cap_mb as f64 * policy.escalation_factor;
+    let by_peak = measured_peak_mb.map(finite).unwrap_or(0.0) * policy.escalation_factor;
+    let by_upper = finite(pred.upper.peak_rss_mb);
+    let next = to_u64_ceil(by_factor.max(by_peak).max(by_upper)).min(budget_mb);
+    (next > killed_cap_mb).then_some(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Bounds, Source};
+
+    fn pred(rss: f64, wall: f64, conf: f64) -> Prediction {
+        Prediction {
+            cpu_seconds: wall,
+            peak_rss_mb: rss,
+            wall_seconds: wall,
+            confidence: conf,
+            upper: Bounds {
+                peak_rss_mb: rss * 2.0,
+                wall_seconds: wall * 2.0,
+                cpu_seconds: wall * 2.0,
+            },
+            lower: Bounds {
+                peak_rss_mb: rss / 2.0,
+                wall_seconds: wall / 2.0,
+                cpu_seconds: wall / 2.0,
+            },
+            model_version: "test".into(),
+            source: Source::Model,
+        }
+    }
+
+    #[test]
+    fn original_formula_and_floors() {
+        let p = Policy::default();
+        let l = limits_for(&pred(200.0, 100.0, 0.9), &p, 10_000);
+        assert_eq!(l.memory_limit_mb, 300);
+        assert_eq!(l.timeout_s, 130);
+        let l = limits_for(&pred(10.0, 1.0, 0.9), &p, 10_000);
+        assert_eq!((l.memory_limit_mb, l.timeout_s), (64, 60));
+    }
+
+    #[test]
+    fn low_confidence_never_tighter_than_defaults_and_budget_clamps() {
+        let p = Policy::default();
+        let l = limits_for(&pred(200.0, 100.0, 0.01), &p, 100_000);
+        assert_eq!((l.memory_limit_mb, l.timeout_s), (8192, 3600));
+        let l = limits_for(&pred(200.0, 100.0, 0.01), &p, 1000);
+        assert_eq!(l.memory_limit_mb, 1000);
+        let l = limits_for(&pred(f64::NAN, f64::INFINITY, f64::NAN), &p, 1000);
+        assert_eq!(l.memory_limit_mb, 1000);
+        assert!(l.timeout_s >= 60);
+    }
+
+    #[test]
+    fn reject_and_dry_run() {
+        let p = Policy::default();
+        assert!(matches!(
+            decide(&pred(5000.0, 10.0, 0.9), &p, 1000, false),
+            Decision::Reject(_)
+        ));
+        match decide(&pred(100.0, 10.0, 0.9), &p, 100_000, true) {
+            Decision::Run { predicted, applied } => {
+                assert_eq!(predicted.memory_limit_mb, 150);
+                assert!(!predicted.enforced && !applied.enforced);
+                assert_eq!(applied.memory_limit_mb, 8192);
+            }
+            d => panic!("{d:?}"),
+        }
+    }
+
+    #[test]
+    fn escalation_is_bounded_by_budget() {
+        let p = Policy::default();
+        let pr = pred(100.0, 10.0, 0.9);
+        assert_eq!(escalate(100, Some(100.0), &pr, &p, 10_000), Some(200));
+        assert_eq!(escalate(100, Some(100.0), &pr, &p, 150), Some(150));
+        assert_eq!(escalate(150, None, &pr, &p, 150), None);
+    }
+}

@@ -1,0 +1,443 @@
+//! One job end to end: features → predict → limits → record → run → settle (→ escalate).
+//!
+//! The CLI and embedding executors both call this; the stages it strings together stay pure
+//! and unaware of each other.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::config::Settings;
+use crate::error::{exit_codes, Error};
+use crate::executor::{self, ExecRequest, Executor};
+use crate::features::{self, Catalog, Extracted, FeatureRequest, PriorRuns, ScanOptions};
+use crate::job::{JobSpec, Outcome};
+use crate::model::{Prediction, Predictor};
+use crate::policy::{self, Decision, Limits};
+use crate::store::{NewPrediction, Settlement, Store};
+
+/// Everything decided about a job before it runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub job_key: String,
+    pub runtime: String,
+    pub script: Option<PathBuf>,
+    pub script_sha256: Option<String>,
+    pub script_truncated: bool,
+    pub prediction: Prediction,
+    pub decision: Decision,
+    #[serde(skip)]
+    pub extracted: Extracted,
+}
+
+/// One attempt as run.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptReport {
+    pub row_id: i64,
+    pub attempt: u32,
+    pub applied: Limits,
+    pub actuals: executor::Actuals,
+}
+
+/// The result of `run`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub job_id: String,
+    pub plan: Plan,
+    pub backend: String,
+    pub dry_run: bool,
+    pub attempts: Vec<AttemptReport>,
+    /// Row id of a rejected job.
+    pub rejected_row: Option<i64>,
+    /// The exit code `presize run` should exit with.
+    pub exit_code: i32,
+}
+
+/// Per-run overrides from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub dry_run: bool,
+    /// Force a timeout (seconds) instead of the policy's.
+    pub timeout_s: Option<u64>,
+    /// Force a memory cap (MiB) instead of the policy's.
+    pub memory_mb: Option<u64>,
+}
+
+/// The name of this host, as recorded with each row.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+fn hex(bytes: &[u8], n: usize) -> String {
+    bytes.iter().take(n).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Default job key: a stable hash of the script's canonical path (or of the program).
+pub fn default_job_key(script: Option<&Path>, command: &[OsString]) -> String {
+    let basis: PathBuf = match script {
+        Some(s) => std::fs::canonicalize(s).unwrap_or_else(|_| s.to_owned()),
+        None => command
+            .first()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("?")),
+    };
+    let digest = Sha256::digest(basis.as_os_str().as_encoded_bytes());
+    format!("k-{}", hex(&digest, 8))
+}
+
+fn new_job_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let mut h = Sha256::new();
+    h.update(nanos.to_le_bytes());
+    h.update(std::process::id().to_le_bytes());
+    h.update(hostname().as_bytes());
+    hex(&h.finalize(), 8)
+}
+
+/// Build the catalog and scan options from the settings.
+pub fn catalog_and_options(settings: &Settings) -> (Catalog, ScanOptions) {
+    let catalog = Catalog::with_overrides(&settings.file.catalog);
+    let opts = ScanOptions {
+        max_script_bytes: settings.file.features.max_script_bytes,
+    };
+    (catalog, opts)
+}
+
+/// Features → prediction → decision. Reads earlier runs from the store when given.
+pub fn plan(
+    spec: &JobSpec,
+    settings: &Settings,
+    predictor: &Predictor,
+    store: Option<&Store>,
+    dry_run: bool,
+) -> Result<Plan, Error> {
+    let script = spec
+        .script
+        .clone()
+        .or_else(|| features::resolve_script(&spec.command));
+    let runtime_hint = spec
+        .runtime
+        .clone()
+        .or_else(|| features::runtime_from_command(&spec.command));
+    let job_key = spec
+        .job_key
+        .clone()
+        .unwrap_or_else(|| default_job_key(script.as_deref(), &spec.command));
+    let prior = match store {
+        Some(s) => s.prior_runs(&job_key)?,
+        None => PriorRuns::default(),
+    };
+    let (catalog, opts) = catalog_and_options(settings);
+    let req = FeatureRequest {
+        script: script.as_deref(),
+        runtime: runtime_hint.as_deref(),
+        inputs: &spec.inputs,
+        command: &spec.command,
+        prior: &prior,
+    };
+    let extracted = features::extract(&req, &catalog, &opts)?;
+    let runtime = runtime_hint
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| extracted.language.as_str().to_string());
+    let prediction = predictor.predict(&extracted.vector);
+    let decision = policy::decide(
+        &prediction,
+        settings.policy(),
+        settings.host_budget_mb,
+        dry_run,
+    );
+    Ok(Plan {
+        job_key,
+        runtime,
+        script_sha256: extracted.scan.as_ref().map(|s| s.sha256.clone()),
+        script_truncated: extracted.scan.as_ref().is_some_and(|s| s.truncated),
+        script,
+        prediction,
+        decision,
+        extracted,
+    })
+}
+
+/// Settle rows whose executor died, kill what they left behind, remove their cgroups.
+/// Returns the ids marked `lost`.
+pub fn recover_orphans(store: &mut Store, exec: &Executor) -> Result<Vec<i64>, Error> {
+    let host = hostname();
+    let orphans = store.orphans(&host, &executor::process_alive)?;
+    for o in &orphans {
+        if let (Some(pid), start) = (o.job_pid, o.job_start) {
+            // The job leads its own process group; kill it only if it is the same process.
+            if executor::process_alive(pid, start) {
+                // SAFETY: plain syscall on a verified live process group.
+                unsafe {
+                    libc::killpg(pid as i32, libc::SIGKILL);
+                }
+            }
+        }
+    }
+    exec.backend().cleanup_stale(CGROUP_PREFIX, &|name| {
+        // presize-<executor pid>-<row id>
+        name.strip_prefix(CGROUP_PREFIX)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<i64>().ok())
+            .is_some_and(|pid| executor::process_alive(pid, None))
+    });
+    let ids: Vec<i64> = orphans.iter().map(|o| o.id).collect();
+    store.mark_lost(&ids)?;
+    Ok(ids)
+}
+
+/// Prefix of every cgroup presize creates.
+pub const CGROUP_PREFIX: &str = "presize-";
+
+fn exit_code_for(a: &executor::Actuals) -> i32 {
+    if let Some(sig) = a.interrupted_by {
+        return 128 + sig;
+    }
+    match a.outcome {
+        Outcome::Ok => 0,
+        Outcome::TimedOut => exit_codes::TIMED_OUT,
+        Outcome::OomKilled => exit_codes::OOM_KILLED,
+        _ => match (a.exit_code, a.signal) {
+            (Some(c), _) => c,
+            (None, Some(s)) => 128 + s,
+            _ => 1,
+        },
+    }
+}
+
+/// Run a job end to end, recording every attempt.
+pub fn run(
+    spec: &JobSpec,
+    settings: &Settings,
+    opts: &RunOptions,
+    mut progress: impl FnMut(&str),
+) -> Result<RunReport, Error> {
+    let program = spec
+        .command
+        .first()
+        .ok_or(executor::ExecError::EmptyCommand)?;
+    executor::resolve_program(program)?;
+    let exec = Executor::new(settings.file.executor.cgroup)?;
+    let mut store = Store::open(&settings.db_path)?;
+    recover_orphans(&mut store, &exec)?;
+    let _ = Predictor::seed_model_dir(&settings.model_dir);
+    let (predictor, warnings) = Predictor::load(&settings.model_dir);
+    for w in warnings {
+        progress(&format!("warning: {w}"));
+    }
+    let dry_run = opts.dry_run || settings.dry_run;
+    let plan = plan(spec, settings, &predictor, Some(&store), dry_run)?;
+    let job_id = new_job_id();
+    let host = hostname();
+    let my_pid = std::process::id();
+    let my_start = executor::proc_start_ticks(my_pid);
+    let command_json = serde_json::to_string(
+        &spec
+            .command
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>(),
+    )
+    .unwrap_or_else(|_| "[]".into());
+    let features_json =
+        serde_json::to_string(&plan.extracted.vector.to_map()).unwrap_or_else(|_| "{}".into());
+    let base_row =
+        |predicted: Limits, applied: Option<Limits>, attempt: u32, rejected: bool| NewPrediction {
+            job_id: job_id.clone(),
+            analysis_id: spec.analysis_id.clone(),
+            job_key: plan.job_key.clone(),
+            runtime: plan.runtime.clone(),
+            script_path: plan.script.as_ref().map(|p| p.display().to_string()),
+            script_sha256: plan.script_sha256.clone(),
+            command_json: command_json.clone(),
+            features_json: features_json.clone(),
+            schema_hash: plan.extracted.vector.schema.hash.clone(),
+            prediction: plan.prediction.clone(),
+            predicted,
+            applied,
+            memory_enforced: applied.is_some() && exec.enforces_memory(),
+            dry_run,
+            backend: exec.backend_name().to_string(),
+            priority: spec.priority.as_str().to_string(),
+            attempt,
+            host: host.clone(),
+            executor_pid: my_pid,
+            executor_start: my_start,
+            rejected,
+        };
+
+    let (predicted, mut applied) = match &plan.decision {
+        Decision::Reject(r) => {
+            let lim =
+                policy::limits_for(&plan.prediction, settings.policy(), settings.host_budget_mb);
+            let id = store.insert_prediction(&base_row(lim, None, 1, true))?;
+            progress(&format!("rejected: {}", r.reason));
+            return Ok(RunReport {
+                job_id,
+                backend: exec.backend_name().into(),
+                dry_run,
+                attempts: Vec::new(),
+                rejected_row: Some(id),
+                exit_code: exit_codes::REJECTED,
+                plan,
+            });
+        }
+        Decision::Run { predicted, applied } => (*predicted, *applied),
+    };
+    if let Some(t) = opts.timeout_s {
+        applied.timeout_s = t.max(1);
+    }
+    if let Some(m) = opts.memory_mb {
+        applied.memory_limit_mb = m.max(1);
+    }
+    if !exec.enforces_memory() {
+        if let Some(why) = exec.why_unenforced() {
+            progress(&format!(
+                "warning: memory caps are not enforced ({why}); measuring with rusage"
+            ));
+        }
+    }
+
+    let policy = settings.policy();
+    let mut attempts = Vec::new();
+    let mut attempt = 1u32;
+    loop {
+        let id = store.insert_prediction(&base_row(predicted, Some(applied), attempt, false))?;
+        progress(&format!(
+            "attempt {attempt}: memory cap {} MB{}, timeout {} s{}",
+            applied.memory_limit_mb,
+            if exec.enforces_memory() {
+                ""
+            } else {
+                " (not enforced)"
+            },
+            applied.timeout_s,
+            if dry_run {
+                " (dry run: static defaults)"
+            } else {
+                ""
+            }
+        ));
+        let req = ExecRequest {
+            command: spec.command.clone(),
+            cwd: spec.cwd.clone(),
+            memory_limit_mb: Some(applied.memory_limit_mb),
+            timeout: Duration::from_secs(applied.timeout_s),
+            grace: Duration::from_secs(policy.grace_period_s),
+            pids_max: (settings.file.executor.pids_max > 0)
+                .then_some(settings.file.executor.pids_max),
+            cgroup_name: format!("{CGROUP_PREFIX}{my_pid}-{id}"),
+        };
+        let mut start_err = None;
+        let result = exec.run(&req, &mut |st| {
+            if let Err(e) =
+                store.mark_started(id, st.pid, st.start_ticks, st.cgroup_name.as_deref())
+            {
+                start_err = Some(e);
+            }
+        });
+        let actuals = match result {
+            Ok(a) => a,
+            Err(e) => {
+                // Never leave the row dangling.
+                let _ = store.settle(
+                    id,
+                    &Settlement {
+                        actual_cpu_s: None,
+                        actual_rss_mb: None,
+                        actual_wall_s: None,
+                        rusage_maxrss_mb: None,
+                        measure_source: "none".into(),
+                        exit_code: None,
+                        signal: None,
+                        outcome: Outcome::Failed,
+                    },
+                );
+                return Err(e.into());
+            }
+        };
+        if let Some(e) = start_err {
+            progress(&format!("warning: could not record the start: {e}"));
+        }
+        store.settle(
+            id,
+            &Settlement {
+                actual_cpu_s: actuals.cpu_s,
+                actual_rss_mb: actuals.peak_rss_mb,
+                actual_wall_s: Some(actuals.wall_s),
+                rusage_maxrss_mb: Some(actuals.rusage_maxrss_mb),
+                measure_source: actuals.measure_source.clone(),
+                exit_code: actuals.exit_code,
+                signal: actuals.signal,
+                outcome: actuals.outcome,
+            },
+        )?;
+        progress(&format!(
+            "attempt {attempt}: {} — peak {:.1} MB, cpu {:.2} s, wall {:.2} s ({})",
+            actuals.outcome,
+            actuals.peak_rss_mb.unwrap_or(0.0),
+            actuals.cpu_s.unwrap_or(0.0),
+            actuals.wall_s,
+            actuals.measure_source
+        ));
+        let outcome = actuals.outcome;
+        let interrupted = actuals.interrupted_by.is_some();
+        let peak = actuals.peak_rss_mb;
+        attempts.push(AttemptReport {
+            row_id: id,
+            attempt,
+            applied,
+            actuals,
+        });
+        if interrupted || attempt >= policy.max_attempts {
+            break;
+        }
+        match outcome {
+            Outcome::OomKilled => {
+                match policy::escalate(
+                    applied.memory_limit_mb,
+                    peak,
+                    &plan.prediction,
+                    policy,
+                    settings.host_budget_mb,
+                ) {
+                    Some(next) => {
+                        progress(&format!(
+                            "OOM-killed at {} MB; retrying with {} MB",
+                            applied.memory_limit_mb, next
+                        ));
+                        applied.memory_limit_mb = next;
+                    }
+                    None => break,
+                }
+            }
+            Outcome::TimedOut if policy.retry_timeouts => {
+                applied.timeout_s =
+                    ((applied.timeout_s as f64) * policy.escalation_factor).ceil() as u64;
+            }
+            _ => break,
+        }
+        attempt += 1;
+    }
+    let exit_code = attempts
+        .last()
+        .map(|a| exit_code_for(&a.actuals))
+        .unwrap_or(1);
+    Ok(RunReport {
+        job_id,
+        backend: exec.backend_name().into(),
+        dry_run,
+        attempts,
+        rejected_row: None,
+        exit_code,
+        plan,
+    })
+}

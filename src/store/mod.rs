@@ -1,0 +1,618 @@
+//! SQLite store: WAL, busy timeout, refinery migrations, IMMEDIATE write transactions.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use serde::Serialize;
+
+use crate::features::PriorRuns;
+use crate::job::Outcome;
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// How long a writer waits for another one before giving up.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Errors of the store.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create the database directory {path}: {source}; set PRESIZE_DB to a writable location")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open database {path}: {reason}; check PRESIZE_DB")]
+    Open { path: PathBuf, reason: String },
+    #[error("database {path} could not be migrated: {reason}")]
+    Migrate { path: PathBuf, reason: String },
+    #[error("database error while {what}: {source}")]
+    Query {
+        what: &'static str,
+        source: rusqlite::Error,
+    },
+}
+
+fn q(what: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |source| StoreError::Query { what, source }
+}
+
+/// Current time as RFC 3339 UTC with milliseconds.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+/// Create a directory (and parents) readable only by its owner.
+pub fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    if path.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+}
+
+/// Write a file readable only by its owner (atomically: temp file + rename).
+pub fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
+/// A row to insert before a job starts.
+#[derive(Debug, Clone)]
+pub struct NewPrediction {
+    pub job_id: String,
+    pub analysis_id: Option<String>,
+    pub job_key: String,
+    pub runtime: String,
+    pub script_path: Option<String>,
+    pub script_sha256: Option<String>,
+    pub command_json: String,
+    pub features_json: String,
+    pub schema_hash: String,
+    pub prediction: crate::model::Prediction,
+    pub predicted: crate::policy::Limits,
+    pub applied: Option<crate::policy::Limits>,
+    pub memory_enforced: bool,
+    pub dry_run: bool,
+    pub backend: String,
+    pub priority: String,
+    pub attempt: u32,
+    pub host: String,
+    pub executor_pid: u32,
+    pub executor_start: Option<u64>,
+    /// Rejected rows are settled at once.
+    pub rejected: bool,
+}
+
+/// The actuals of a finished attempt.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Settlement {
+    pub actual_cpu_s: Option<f64>,
+    pub actual_rss_mb: Option<f64>,
+    pub actual_wall_s: Option<f64>,
+    pub rusage_maxrss_mb: Option<f64>,
+    pub measure_source: String,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub outcome: Outcome,
+}
+
+/// One row of `resource_prediction`, as read back.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobRecord {
+    pub id: i64,
+    pub job_id: String,
+    pub analysis_id: Option<String>,
+    pub job_key: String,
+    pub runtime: String,
+    pub script_sha256: Option<String>,
+    pub predicted_cpu_s: Option<f64>,
+    pub predicted_rss_mb: Option<f64>,
+    pub predicted_wall_s: Option<f64>,
+    pub upper_cpu_s: Option<f64>,
+    pub upper_rss_mb: Option<f64>,
+    pub upper_wall_s: Option<f64>,
+    pub confidence: Option<f64>,
+    pub source: Option<String>,
+    pub memory_limit_mb: Option<i64>,
+    pub timeout_s: Option<i64>,
+    pub applied_memory_mb: Option<i64>,
+    pub applied_timeout_s: Option<i64>,
+    pub enforced: bool,
+    pub memory_enforced: bool,
+    pub dry_run: bool,
+    pub backend: Option<String>,
+    pub attempt: i64,
+    pub actual_cpu_s: Option<f64>,
+    pub actual_rss_mb: Option<f64>,
+    pub actual_wall_s: Option<f64>,
+    pub exit_code: Option<i64>,
+    pub outcome: Option<String>,
+    pub model_version: String,
+    pub predicted_at: String,
+    pub started_at: Option<String>,
+    pub settled_at: Option<String>,
+}
+
+const RECORD_COLUMNS: &str = "id, job_id, analysis_id, job_key, runtime, script_sha256, \
+    predicted_cpu_s, predicted_rss_mb, predicted_wall_s, upper_cpu_s, upper_rss_mb, upper_wall_s, \
+    confidence, source, memory_limit_mb, timeout_s, applied_memory_mb, applied_timeout_s, \
+    enforced, memory_enforced, dry_run, backend, attempt, actual_cpu_s, actual_rss_mb, \
+    actual_wall_s, exit_code, outcome, model_version, predicted_at, started_at, settled_at";
+
+fn record_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRecord> {
+    Ok(JobRecord {
+        id: r.get(0)?,
+        job_id: r.get(1)?,
+        analysis_id: r.get(2)?,
+        job_key: r.get(3)?,
+        runtime: r.get(4)?,
+        script_sha256: r.get(5)?,
+        predicted_cpu_s: r.get(6)?,
+        predicted_rss_mb: r.get(7)?,
+        predicted_wall_s: r.get(8)?,
+        upper_cpu_s: r.get(9)?,
+        upper_rss_mb: r.get(10)?,
+        upper_wall_s: r.get(11)?,
+        confidence: r.get(12)?,
+        source: r.get(13)?,
+        memory_limit_mb: r.get(14)?,
+        timeout_s: r.get(15)?,
+        applied_memory_mb: r.get(16)?,
+        applied_timeout_s: r.get(17)?,
+        enforced: r.get::<_, i64>(18)? != 0,
+        memory_enforced: r.get::<_, i64>(19)? != 0,
+        dry_run: r.get::<_, i64>(20)? != 0,
+        backend: r.get(21)?,
+        attempt: r.get(22)?,
+        actual_cpu_s: r.get(23)?,
+        actual_rss_mb: r.get(24)?,
+        actual_wall_s: r.get(25)?,
+        exit_code: r.get(26)?,
+        outcome: r.get(27)?,
+        model_version: r.get(28)?,
+        predicted_at: r.get(29)?,
+        started_at: r.get(30)?,
+        settled_at: r.get(31)?,
+    })
+}
+
+/// An unsettled row whose executor is gone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrphanRow {
+    pub id: i64,
+    pub executor_pid: Option<i64>,
+    pub executor_start: Option<i64>,
+    pub job_pid: Option<i64>,
+    pub job_start: Option<i64>,
+    pub cgroup_name: Option<String>,
+}
+
+/// The presize database.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Open (creating if needed, 0700 directory / 0600 file) and migrate the database.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            create_private_dir(dir).map_err(|source| StoreError::Dir {
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+        if path.is_dir() {
+            return Err(StoreError::Open {
+                path: path.to_owned(),
+                reason: "it is a directory".into(),
+            });
+        }
+        if !path.exists() {
+            // Create the file ourselves so it is 0600 from the start (SQLite copies the mode
+            // to the -wal and -shm files).
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| StoreError::Open {
+                    path: path.to_owned(),
+                    reason: e.to_string(),
+                })?;
+        }
+        let open_err = |e: rusqlite::Error| StoreError::Open {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        };
+        let mut conn = Connection::open(path).map_err(open_err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        // journal_mode=WAL needs a write lock once; the busy timeout covers concurrent openers.
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+            .map_err(open_err)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Open {
+                path: path.to_owned(),
+                reason: format!("could not switch to WAL (journal_mode is {mode})"),
+            });
+        }
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(open_err)?;
+        migrate(&mut conn, path)?;
+        Ok(Store {
+            conn,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The database path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The underlying connection (read-only use by stats and reports).
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Insert a prediction row before the job starts; returns its id.
+    pub fn insert_prediction(&mut self, row: &NewPrediction) -> Result<i64, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(q("starting a write"))?;
+        let now = now_rfc3339();
+        let p = &row.prediction;
+        let applied = row.applied;
+        tx.execute(
+            "INSERT INTO resource_prediction (job_id, analysis_id, job_key, runtime, script_path,
+                script_sha256, command, features, schema_hash, predicted_cpu_s, predicted_rss_mb,
+                predicted_wall_s, upper_cpu_s, upper_rss_mb, upper_wall_s, lower_rss_mb, confidence,
+                source, memory_limit_mb, timeout_s, applied_memory_mb, applied_timeout_s, enforced,
+                memory_enforced, dry_run, backend, priority, attempt, model_version, host,
+                executor_pid, executor_start, predicted_at, outcome, settled_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+                ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33,
+                ?34, ?35)",
+            params![
+                row.job_id,
+                row.analysis_id,
+                row.job_key,
+                row.runtime,
+                row.script_path,
+                row.script_sha256,
+                row.command_json,
+                row.features_json,
+                row.schema_hash,
+                p.cpu_seconds,
+                p.peak_rss_mb,
+                p.wall_seconds,
+                p.upper.cpu_seconds,
+                p.upper.peak_rss_mb,
+                p.upper.wall_seconds,
+                p.lower.peak_rss_mb,
+                p.confidence,
+                p.source.as_str(),
+                row.predicted.memory_limit_mb as i64,
+                row.predicted.timeout_s as i64,
+                applied.map(|a| a.memory_limit_mb as i64),
+                applied.map(|a| a.timeout_s as i64),
+                row.predicted.enforced as i64,
+                row.memory_enforced as i64,
+                row.dry_run as i64,
+                row.backend,
+                row.priority,
+                row.attempt,
+                p.model_version,
+                row.host,
+                row.executor_pid,
+                row.executor_start.map(|v| v as i64),
+                now,
+                row.rejected.then_some("rejected"),
+                row.rejected.then_some(now.clone()),
+            ],
+        )
+        .map_err(q("recording a prediction"))?;
+        let id = tx.last_insert_rowid();
+        tx.commit().map_err(q("committing a prediction"))?;
+        Ok(id)
+    }
+
+    /// Record that the job started (its pid and process start time, for crash recovery).
+    pub fn mark_started(
+        &mut self,
+        id: i64,
+        job_pid: u32,
+        job_start: Option<u64>,
+        cgroup_name: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(q("starting a write"))?;
+        tx.execute(
+            "UPDATE resource_prediction SET started_at = ?2, job_pid = ?3, job_start = ?4,
+                cgroup_name = ?5 WHERE id = ?1",
+            params![
+                id,
+                now_rfc3339(),
+                job_pid,
+                job_start.map(|v| v as i64),
+                cgroup_name
+            ],
+        )
+        .map_err(q("recording a start"))?;
+        tx.commit().map_err(q("committing a start"))
+    }
+
+    /// Settle a row with the measured actuals. Settling twice is refused (first result wins).
+    pub fn settle(&mut self, id: i64, s: &Settlement) -> Result<bool, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(q("starting a write"))?;
+        let n = tx
+            .execute(
+                "UPDATE resource_prediction SET actual_cpu_s = ?2, actual_rss_mb = ?3,
+                    actual_wall_s = ?4, rusage_maxrss_mb = ?5, measure_source = ?6, exit_code = ?7,
+                    signal = ?8, outcome = ?9, settled_at = ?10
+                 WHERE id = ?1 AND settled_at IS NULL",
+                params![
+                    id,
+                    s.actual_cpu_s,
+                    s.actual_rss_mb,
+                    s.actual_wall_s,
+                    s.rusage_maxrss_mb,
+                    s.measure_source,
+                    s.exit_code,
+                    s.signal,
+                    s.outcome.as_str(),
+                    now_rfc3339()
+                ],
+            )
+            .map_err(q("settling a job"))?;
+        tx.commit().map_err(q("committing a settlement"))?;
+        Ok(n == 1)
+    }
+
+    /// Unsettled rows of this host whose executor is no longer alive (per `is_alive(pid, start)`).
+    pub fn orphans(
+        &self,
+        host: &str,
+        is_alive: &dyn Fn(i64, Option<i64>) -> bool,
+    ) -> Result<Vec<OrphanRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, executor_pid, executor_start, job_pid, job_start, cgroup_name
+                 FROM resource_prediction WHERE settled_at IS NULL AND host = ?1",
+            )
+            .map_err(q("finding unsettled rows"))?;
+        let rows = stmt
+            .query_map([host], |r| {
+                Ok(OrphanRow {
+                    id: r.get(0)?,
+                    executor_pid: r.get(1)?,
+                    executor_start: r.get(2)?,
+                    job_pid: r.get(3)?,
+                    job_start: r.get(4)?,
+                    cgroup_name: r.get(5)?,
+                })
+            })
+            .map_err(q("finding unsettled rows"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(q("finding unsettled rows"))?;
+        Ok(rows
+            .into_iter()
+            .filter(|o| match o.executor_pid {
+                Some(pid) => !is_alive(pid, o.executor_start),
+                None => true,
+            })
+            .collect())
+    }
+
+    /// Mark rows as `lost` (only if still unsettled). Returns how many changed.
+    pub fn mark_lost(&mut self, ids: &[i64]) -> Result<usize, StoreError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(q("starting a write"))?;
+        let now = now_rfc3339();
+        let mut n = 0;
+        for id in ids {
+            n += tx
+                .execute(
+                    "UPDATE resource_prediction SET outcome = 'lost', settled_at = ?2
+                     WHERE id = ?1 AND settled_at IS NULL",
+                    params![id, now],
+                )
+                .map_err(q("marking lost rows"))?;
+        }
+        tx.commit().map_err(q("committing lost rows"))?;
+        Ok(n)
+    }
+
+    /// Actuals of earlier successful runs of the same job key.
+    pub fn prior_runs(&self, job_key: &str) -> Result<PriorRuns, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT actual_cpu_s, actual_rss_mb, actual_wall_s FROM resource_prediction
+                 WHERE job_key = ?1 AND outcome = 'ok' AND actual_rss_mb IS NOT NULL
+                 ORDER BY id DESC LIMIT 1000",
+            )
+            .map_err(q("reading earlier runs"))?;
+        let rows: Vec<(Option<f64>, f64, Option<f64>)> = stmt
+            .query_map([job_key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(q("reading earlier runs"))?
+            .collect::<Result<_, _>>()
+            .map_err(q("reading earlier runs"))?;
+        let mut pr = PriorRuns::default();
+        if rows.is_empty() {
+            return Ok(pr);
+        }
+        let n = rows.len() as f64;
+        pr.count = rows.len() as u32;
+        let (c0, r0, w0) = rows[0];
+        pr.last_cpu_s = c0.unwrap_or(0.0);
+        pr.last_rss_mb = r0;
+        pr.last_wall_s = w0.unwrap_or(0.0);
+        for (c, r, w) in &rows {
+            let (c, w) = (c.unwrap_or(0.0), w.unwrap_or(0.0));
+            pr.mean_cpu_s += c / n;
+            pr.mean_rss_mb += r / n;
+            pr.mean_wall_s += w / n;
+            pr.max_cpu_s = pr.max_cpu_s.max(c);
+            pr.max_rss_mb = pr.max_rss_mb.max(*r);
+            pr.max_wall_s = pr.max_wall_s.max(w);
+        }
+        Ok(pr)
+    }
+
+    /// One row by id.
+    pub fn record(&self, id: i64) -> Result<Option<JobRecord>, StoreError> {
+        self.conn
+            .query_row(
+                &format!("SELECT {RECORD_COLUMNS} FROM resource_prediction WHERE id = ?1"),
+                [id],
+                record_from_row,
+            )
+            .optional()
+            .map_err(q("reading a row"))
+    }
+
+    /// The last `n` settled rows, newest first.
+    pub fn recent_settled(&self, n: usize) -> Result<Vec<JobRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT {RECORD_COLUMNS} FROM resource_prediction WHERE settled_at IS NOT NULL
+                 ORDER BY settled_at DESC, id DESC LIMIT ?1"
+            ))
+            .map_err(q("reading settled rows"))?;
+        let rows = stmt
+            .query_map([n as i64], record_from_row)
+            .map_err(q("reading settled rows"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(q("reading settled rows"))?;
+        Ok(rows)
+    }
+
+    /// All rows of one job (its attempts), oldest first.
+    pub fn job_attempts(&self, job_id: &str) -> Result<Vec<JobRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT {RECORD_COLUMNS} FROM resource_prediction WHERE job_id = ?1 ORDER BY attempt"
+            ))
+            .map_err(q("reading a job"))?;
+        let rows = stmt
+            .query_map([job_id], record_from_row)
+            .map_err(q("reading a job"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(q("reading a job"))?;
+        Ok(rows)
+    }
+}
+
+/// Run the embedded migrations, serialised across processes with an advisory file lock
+/// (refinery's runner is not safe against two processes migrating a new file at once).
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let lock_path = {
+        let mut s = path.as_os_str().to_owned();
+        s.push(".migrate-lock");
+        PathBuf::from(s)
+    };
+    let lock = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(|e| StoreError::Migrate {
+            path: path.to_owned(),
+            reason: format!("cannot create lock file {}: {e}", lock_path.display()),
+        })?;
+    let _ = std::fs::set_permissions(&lock_path, std::fs::Permissions::from_mode(0o600));
+    // SAFETY: flock on a valid, owned descriptor; released when `lock` is closed.
+    let rc = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+    if rc != 0 {
+        return Err(StoreError::Migrate {
+            path: path.to_owned(),
+            reason: format!("cannot lock {}", lock_path.display()),
+        });
+    }
+    let res = embedded::migrations::runner().run(conn);
+    drop(lock);
+    res.map(|_| ()).map_err(|e| StoreError::Migrate {
+        path: path.to_owned(),
+        reason: crate::config::one_line(&e.to_string()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_idempotent_and_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub/presize.db");
+        drop(Store::open(&p).unwrap());
+        let s = Store::open(&p).unwrap();
+        let n: i64 = s
+            .conn()
+            .query_row("SELECT count(*) FROM refinery_schema_history", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert!(n >= 1);
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let dmode = std::fs::metadata(p.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(dmode, 0o700);
+    }
+
+    #[test]
+    fn not_a_database_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.db");
+        std::fs::write(&p, vec![0xAB; 8192]).unwrap();
+        let e = Store::open(&p).unwrap_err().to_string();
+        assert!(e.contains("x.db"), "{e}");
+    }
+}
