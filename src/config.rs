@@ -67,6 +67,26 @@ impl Default for ExecutorConfig {
     }
 }
 
+/// `[admission]` section: the host memory budget shared by concurrent jobs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdmissionSection {
+    /// Let the sum of caps exceed the budget by this factor while the sum of predicted peaks
+    /// stays within it; 1.0 = off.
+    pub burst_factor: f64,
+    /// How often a waiting job looks again, in milliseconds.
+    pub poll_ms: u64,
+}
+
+impl Default for AdmissionSection {
+    fn default() -> Self {
+        Self {
+            burst_factor: 1.0,
+            poll_ms: 200,
+        }
+    }
+}
+
 /// `[features]` section.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -104,6 +124,7 @@ pub struct ConfigFile {
     pub policy: Policy,
     pub catalog: BTreeMap<String, CatalogOverride>,
     pub executor: ExecutorConfig,
+    pub admission: AdmissionSection,
     pub features: FeaturesConfig,
     pub model: ModelConfig,
 }

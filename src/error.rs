@@ -34,6 +34,8 @@ pub enum Error {
     Policy(#[from] policy::PolicyError),
     #[error(transparent)]
     Executor(#[from] executor::ExecError),
+    #[error(transparent)]
+    Admission(#[from] executor::admission::AdmissionError),
     #[error("{0}")]
     Usage(String),
     #[error("{0}")]
@@ -46,6 +48,10 @@ impl Error {
         match self {
             Error::Store(_) | Error::Model(_) => exit_codes::STORE,
             Error::Executor(e) if e.is_internal() => exit_codes::STORE,
+            Error::Admission(executor::admission::AdmissionError::QueueTimeout { .. }) => {
+                exit_codes::REJECTED
+            }
+            Error::Admission(_) => exit_codes::STORE,
             _ => exit_codes::USAGE,
         }
     }

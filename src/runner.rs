@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::Settings;
 use crate::error::{exit_codes, Error};
+use crate::executor::admission::{Admission, AdmissionConfig, AdmissionError};
 use crate::executor::{self, ExecRequest, Executor};
 use crate::features::{self, Catalog, Extracted, FeatureRequest, PriorRuns, ScanOptions};
 use crate::job::{JobSpec, Outcome};
@@ -64,6 +65,21 @@ pub struct RunOptions {
     pub timeout_s: Option<u64>,
     /// Force a memory cap (MiB) instead of the policy's.
     pub memory_mb: Option<u64>,
+    /// Give up waiting for admission after this long.
+    pub queue_timeout: Option<Duration>,
+}
+
+fn unrun(outcome: Outcome) -> Settlement {
+    Settlement {
+        actual_cpu_s: None,
+        actual_rss_mb: None,
+        actual_wall_s: None,
+        rusage_maxrss_mb: None,
+        measure_source: "none".into(),
+        exit_code: None,
+        signal: None,
+        outcome,
+    }
 }
 
 /// The name of this host, as recorded with each row.
@@ -170,6 +186,17 @@ pub fn plan(
 /// Returns the ids marked `lost`.
 pub fn recover_orphans(store: &mut Store, exec: &Executor) -> Result<Vec<i64>, Error> {
     let host = hostname();
+    Admission::new(
+        store.conn_mut(),
+        host.clone(),
+        AdmissionConfig {
+            budget_mb: 0,
+            burst_factor: 1.0,
+            queue_timeout: None,
+            poll: Duration::from_millis(200),
+        },
+    )
+    .reclaim_dead()?;
     let orphans = store.orphans(&host, &executor::process_alive)?;
     for o in &orphans {
         if let (Some(pid), start) = (o.job_pid, o.job_start) {
@@ -307,6 +334,12 @@ pub fn run(
     }
 
     let policy = settings.policy();
+    let admission = AdmissionConfig {
+        budget_mb: settings.host_budget_mb,
+        burst_factor: settings.file.admission.burst_factor,
+        queue_timeout: opts.queue_timeout,
+        poll: Duration::from_millis(settings.file.admission.poll_ms.clamp(10, 10_000)),
+    };
     let mut attempts = Vec::new();
     let mut attempt = 1u32;
     loop {
@@ -336,6 +369,24 @@ pub fn run(
                 .then_some(settings.file.executor.pids_max),
             cgroup_name: format!("{CGROUP_PREFIX}{my_pid}-{id}"),
         };
+        let reservation = match Admission::new(store.conn_mut(), host.clone(), admission.clone())
+            .acquire(
+                Some(id),
+                applied.memory_limit_mb,
+                plan.prediction.peak_rss_mb,
+                spec.priority,
+                &mut |m: &str| progress(m),
+            ) {
+            Ok(r) => r,
+            Err(e) => {
+                let outcome = match e {
+                    AdmissionError::QueueTimeout { .. } => Outcome::Rejected,
+                    _ => Outcome::Failed,
+                };
+                let _ = store.settle(id, &unrun(outcome));
+                return Err(e.into());
+            }
+        };
         let mut start_err = None;
         let result = exec.run(&req, &mut |st| {
             if let Err(e) =
@@ -344,26 +395,19 @@ pub fn run(
                 start_err = Some(e);
             }
         });
+        let released =
+            Admission::new(store.conn_mut(), host.clone(), admission.clone()).release(reservation);
         let actuals = match result {
             Ok(a) => a,
             Err(e) => {
                 // Never leave the row dangling.
-                let _ = store.settle(
-                    id,
-                    &Settlement {
-                        actual_cpu_s: None,
-                        actual_rss_mb: None,
-                        actual_wall_s: None,
-                        rusage_maxrss_mb: None,
-                        measure_source: "none".into(),
-                        exit_code: None,
-                        signal: None,
-                        outcome: Outcome::Failed,
-                    },
-                );
+                let _ = store.settle(id, &unrun(Outcome::Failed));
                 return Err(e.into());
             }
         };
+        if let Err(e) = released {
+            progress(&format!("warning: could not release the reservation: {e}"));
+        }
         if let Some(e) = start_err {
             progress(&format!("warning: could not record the start: {e}"));
         }

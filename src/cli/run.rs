@@ -30,6 +30,9 @@ pub struct Args {
     /// Override the memory cap in MiB (recorded as applied).
     #[arg(long, value_name = "MB")]
     pub memory_mb: Option<u64>,
+    /// Give up waiting for admission after this many seconds (exit 3).
+    #[arg(long, value_name = "SECS")]
+    pub queue_timeout: Option<u64>,
     /// The caller's own id for this analysis, stored with the record.
     #[arg(long, value_name = "ID")]
     pub analysis_id: Option<String>,
@@ -61,6 +64,7 @@ pub fn execute(args: Args) -> Result<i32, Error> {
         dry_run: args.dry_run,
         timeout_s: args.timeout,
         memory_mb: args.memory_mb,
+        queue_timeout: args.queue_timeout.map(std::time::Duration::from_secs),
     };
     let quiet = args.quiet;
     let say = |m: &str| {

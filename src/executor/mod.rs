@@ -1,6 +1,7 @@
 //! Run one attempt: own process group, cgroup cap placed before exec, timeout with
 //! SIGTERM → grace → SIGKILL, actuals measured from the kernel.
 
+pub mod admission;
 pub mod cgroup;
 
 use std::ffi::OsString;

@@ -282,6 +282,11 @@ impl Store {
         &self.conn
     }
 
+    /// The underlying connection for writers of other tables (admission ledger).
+    pub fn conn_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
     /// Insert a prediction row before the job starts; returns its id.
     pub fn insert_prediction(&mut self, row: &NewPrediction) -> Result<i64, StoreError> {
         let tx = self

@@ -1,0 +1,4 @@
+mod admission;
+mod bad_input;
+mod predict;
+mod run;

@@ -1,0 +1,4 @@
+//! Integration tests: real processes, real SQLite, real cgroups where present.
+
+mod helper;
+mod suite;
