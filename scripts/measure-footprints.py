@@ -121,6 +121,15 @@ PY_ESTIMATES = {
     "numba": (70, 0.6, 0.6, "not importable here; estimate: llvmlite's LLVM shared library plus numpy"),
 }
 
+# Added to measured entries: what the number includes beyond the library itself.
+MEASURED_NOTES = {
+    "pandas": "pandas imports pyarrow and numexpr when they are installed (they are in the measuring venv); "
+              "without them `import pandas` was ~60 MiB here",
+    "tensorflow": "keras 3 imports the other installed backends and their deps (jax, pandas, scipy, h5py are in "
+                  "the measuring venv); a tensorflow-only environment is lower",
+    "jax": "import only; the XLA CPU backend allocates more at the first jax.numpy operation",
+}
+
 R_ESTIMATES = {
     "seurat": (500, 6.0, 6.0),
     "deseq2": (150, 4.0, 4.0),
@@ -353,8 +362,13 @@ def python_part(python, repeats, only):
             "source": "measured",
             "version": dist_version(python, dist),
         }
+        notes = []
         if modules != [key]:
-            entry["note"] = "measured as: import " + ", ".join(modules)
+            notes.append("measured as: import " + ", ".join(modules))
+        if key in MEASURED_NOTES:
+            notes.append(MEASURED_NOTES[key])
+        if notes:
+            entry["note"] = "; ".join(notes)
         libs[key] = entry
         detail[key] = {"peak_rss_mb": rnd(m["vmhwm_mb"], 1), "ru_maxrss_mb": rnd(m["ru_maxrss_mb"], 1),
                        "process_wall_s": rnd(m["process_wall_s"])}
@@ -562,7 +576,7 @@ def input_terms_part(python, rscript, repeats, input_mb, have_r):
         shell_alt = {}
         pipelines = {
             "awk_column_sum": "awk -F, 'NR>1{s+=$2} END{print s}' \"$1\"",
-            "sort_uniq_count": "cut -d, -f2 \"$1\" | sort | uniq -c | sort -rn | head -n 5",
+            "sort_uniq_count": "sort \"$1\" | uniq -c | sort -rn | head -n 5",
         }
         for name, script in pipelines.items():
             m = measure_external([sh, "-c", script, "sh", path], repeats, env=dict(os.environ, LC_ALL="C"))
@@ -574,8 +588,8 @@ def input_terms_part(python, rscript, repeats, input_mb, have_r):
         terms["shell"] = {"rss_mb_per_input_mb": central["rss_mb_per_input_mb"],
                           "s_per_input_mb": central["s_per_input_mb"], "source": "measured",
                           "method": "streaming awk over the same CSV (peak RSS of the pipeline over `sh -c true`, "
-                                    "wall per input MB, median of %d); sort-based pipelines hold their input, see "
-                                    "alternatives" % repeats,
+                                    "wall per input MB, median of %d); sort-based pipelines hold their input in "
+                                    "memory, see alternatives (sort FILE | uniq -c | sort -rn | head)" % repeats,
                           "alternatives": {"sort_uniq_count": shell_alt["sort_uniq_count"]}}
         return terms
     finally:

@@ -2,3 +2,4 @@ mod admission;
 mod bad_input;
 mod predict;
 mod run;
+mod systemd;
