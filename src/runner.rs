@@ -79,6 +79,7 @@ fn unrun(outcome: Outcome) -> Settlement {
         exit_code: None,
         signal: None,
         outcome,
+        memory_enforced: false,
     }
 }
 
@@ -422,6 +423,7 @@ pub fn run(
                 exit_code: actuals.exit_code,
                 signal: actuals.signal,
                 outcome: actuals.outcome,
+                memory_enforced: actuals.memory_enforced,
             },
         )?;
         progress(&format!(

@@ -257,7 +257,8 @@ impl Executor {
             pids_max: req.pids_max,
         };
         let cg = self.backend.create(&req.cgroup_name, &limits)?;
-        let memory_enforced = self.backend.enforces_memory() && req.memory_limit_mb.is_some();
+        // Only what was really written to the kernel counts as enforced.
+        let memory_enforced = cg.applied().memory_bytes.is_some();
 
         let mut cmd = std::process::Command::new(&resolved);
         cmd.arg0(program).args(&req.command[1..]).process_group(0);

@@ -113,6 +113,8 @@ pub struct Settlement {
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
     pub outcome: Outcome,
+    /// Whether a kernel memory cap was really in force.
+    pub memory_enforced: bool,
 }
 
 /// One row of `resource_prediction`, as read back.
@@ -387,7 +389,7 @@ impl Store {
             .execute(
                 "UPDATE resource_prediction SET actual_cpu_s = ?2, actual_rss_mb = ?3,
                     actual_wall_s = ?4, rusage_maxrss_mb = ?5, measure_source = ?6, exit_code = ?7,
-                    signal = ?8, outcome = ?9, settled_at = ?10
+                    signal = ?8, outcome = ?9, settled_at = ?10, memory_enforced = ?11
                  WHERE id = ?1 AND settled_at IS NULL",
                 params![
                     id,
@@ -399,7 +401,8 @@ impl Store {
                     s.exit_code,
                     s.signal,
                     s.outcome.as_str(),
-                    now_rfc3339()
+                    now_rfc3339(),
+                    s.memory_enforced as i64
                 ],
             )
             .map_err(q("settling a job"))?;
