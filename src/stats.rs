@@ -6,60 +6,7 @@ use serde::Serialize;
 
 use crate::store::JobRecord;
 
-/// R² = 1 − SS_res / SS_tot; `None` with fewer than two points or constant actuals.
-pub fn r2(actual: &[f64], predicted: &[f64]) -> Option<f64> {
-    let n = actual.len().min(predicted.len());
-    if n < 2 {
-        return None;
-    }
-    let mean = actual[..n].iter().sum::<f64>() / n as f64;
-    let ss_tot: f64 = actual[..n].iter().map(|a| (a - mean).powi(2)).sum();
-    if ss_tot <= 0.0 {
-        return None;
-    }
-    let ss_res: f64 = actual[..n]
-        .iter()
-        .zip(&predicted[..n])
-        .map(|(a, p)| (a - p).powi(2))
-        .sum();
-    Some(1.0 - ss_res / ss_tot)
-}
-
-/// Absolute percentage errors |p − a| / a, skipping actuals ≤ 0.
-pub fn apes(actual: &[f64], predicted: &[f64]) -> Vec<f64> {
-    actual
-        .iter()
-        .zip(predicted)
-        .filter(|(a, p)| **a > 0.0 && a.is_finite() && p.is_finite())
-        .map(|(a, p)| (p - a).abs() / a)
-        .collect()
-}
-
-/// Mean absolute percentage error (a fraction: 0.25 = 25 %).
-pub fn mape(actual: &[f64], predicted: &[f64]) -> Option<f64> {
-    let e = apes(actual, predicted);
-    (!e.is_empty()).then(|| e.iter().sum::<f64>() / e.len() as f64)
-}
-
-/// Median of a slice (average of the two middle values for even lengths).
-pub fn median(values: &[f64]) -> Option<f64> {
-    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let m = v.len() / 2;
-    Some(if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        (v[m - 1] + v[m]) / 2.0
-    })
-}
-
-/// Median absolute percentage error.
-pub fn median_ape(actual: &[f64], predicted: &[f64]) -> Option<f64> {
-    median(&apes(actual, predicted))
-}
+pub use crate::model::conformal::{mape, median_ape, r2};
 
 /// Accuracy for one target.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -218,8 +165,6 @@ mod tests {
         // APEs 0,0,0,0.25 → mean 0.0625, median 0
         assert!((mape(&a, &p).unwrap() - 0.0625).abs() < 1e-12);
         assert_eq!(median_ape(&a, &p), Some(0.0));
-        assert_eq!(median(&[3.0, 1.0, 2.0, 10.0]), Some(2.5));
-        assert_eq!(r2(&[1.0], &[1.0]), None);
         assert_eq!(mape(&[0.0], &[1.0]), None);
     }
 }

@@ -8,8 +8,9 @@
 # distinct reads, the duplicate rate and the TOP (default 3) most frequent
 # reads with their counts. Peak memory is sort's: GNU sort keeps its input in
 # memory up to its buffer size, so it grows roughly linearly with the input
-# (~1.3 MB per MB here) until sort spills to temporary files. POSIX sh,
-# coreutils and awk only; LC_ALL=C makes the order byte-wise and deterministic.
+# (~2.1 MB per MB for 50-base reads here) until sort spills to temporary
+# files. POSIX sh, coreutils and awk only; LC_ALL=C makes the order byte-wise
+# and deterministic.
 set -eu
 
 if [ "$#" -lt 1 ] || [ "$#" -gt 2 ]; then

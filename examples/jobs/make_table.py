@@ -6,8 +6,8 @@
   counts    gene x cell count matrix: a `gene` column, then C cell columns of
             over-dispersed counts (default)
   metadata  sample metadata: sample id, condition, batch, C numeric measurements
-  reads     one DNA read per line (no header), with duplicates, for dedup_reads.sh;
-            --cols is the read length
+  reads     one DNA read per line (no header), ~30 % of them duplicates, for
+            dedup_reads.sh; --cols is the read length
 
 Rows are written as they are generated, so memory stays flat whatever N is; the
 output size is linear in N x C. Deterministic for a given seed. Stdlib only.
@@ -55,20 +55,19 @@ def write_metadata(out, rows, cols, rng):
 
 
 def write_reads(out, rows, length, rng):
-    # a pool of distinct reads a quarter the size of the output, drawn with a
-    # skew so that some reads are heavily duplicated (like PCR duplicates)
-    pool_size = max(1, rows // 4)
-    pool_rng = random.Random(rng.random())
-    pool = None
-    if pool_size <= 1_000_000:
-        pool = ["".join(pool_rng.choices("ACGT", k=length)) for _ in range(pool_size)]
+    # Read number k is always the same sequence (seeded by k), so nothing is
+    # kept in memory. About 70 % of the lines are a new read; the rest repeat an
+    # earlier one, chosen with a skew towards the first reads (like PCR
+    # duplicates of abundant fragments).
+    base = rng.getrandbits(32) << 32
+    made = 0
     for _ in range(rows):
-        k = min(pool_size - 1, int(rng.paretovariate(1.2)) - 1)
-        if pool is not None:
-            read = pool[k]
-        else:  # very large runs: regenerate the k-th read instead of keeping the pool
-            read = "".join(random.Random(k).choices("ACGT", k=length))
-        out.write(read + "\n")
+        if made == 0 or rng.random() < 0.7:
+            k = made
+            made += 1
+        else:
+            k = int(made * rng.random() ** 4)
+        out.write("".join(random.Random(base + k).choices("ACGT", k=length)) + "\n")
 
 
 def main():

@@ -31,8 +31,8 @@ def positive_int(text):
 
 def simulate(n_cells, n_genes, n_clusters, rng):
     base = [math.exp(rng.gauss(0.0, 1.0)) for _ in range(n_genes)]
-    # each cluster up-regulates its own block of marker genes 4x
-    block = max(1, n_genes // (4 * n_clusters))
+    # each cluster up-regulates its own block of marker genes 8x
+    block = max(1, n_genes // (2 * n_clusters))
     markers = [set(range(c * block, min(n_genes, (c + 1) * block))) for c in range(n_clusters)]
     labels = []
     rows = []
@@ -43,7 +43,7 @@ def simulate(n_cells, n_genes, n_clusters, rng):
         depth = rng.uniform(0.5, 1.5)
         mk = markers[c]
         row = array("d", (
-            float(int(expo(1.0 / (base[g] * depth * (4.0 if g in mk else 1.0)))))
+            float(int(expo(1.0 / (base[g] * depth * (8.0 if g in mk else 1.0)))))
             for g in range(n_genes)))
         rows.append(row)
     return rows, labels

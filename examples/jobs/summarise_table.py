@@ -4,7 +4,9 @@
   summarise_table.py CSV [--json OUT]
 
 Loads every numeric column of the whole file into Python lists of floats (so
-peak memory grows linearly with the input: roughly 4 MB per MB of CSV), then
+peak memory grows linearly with the input: each value costs ~32 bytes, about
+4 MB per MB of CSV for decimals like 12.3456 and ~16 MB per MB for small
+integer counts), then
 computes mean, standard deviation, min, quartiles and max per column (sorting a
 copy of each column). Non-numeric columns (ids, labels) are counted, not kept.
 Prints one summary line; --json also writes the per-column table.

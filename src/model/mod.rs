@@ -1,5 +1,7 @@
 //! Predictions: the cold-start prior now, gradient-boosted trees once trained.
 
+pub mod conformal;
+pub mod gbt;
 pub mod prior;
 
 use std::path::{Path, PathBuf};
@@ -22,6 +24,8 @@ pub enum ModelError {
     },
     #[error("model directory {path} is world-writable; run `chmod o-w {path}`")]
     WorldWritable { path: PathBuf },
+    #[error("training failed: {0}")]
+    Train(#[from] gbt::GbtError),
 }
 
 /// Where a prediction came from.
