@@ -128,6 +128,8 @@ MEASURED_NOTES = {
     "tensorflow": "keras 3 imports the other installed backends and their deps (jax, pandas, scipy, h5py are in "
                   "the measuring venv); a tensorflow-only environment is lower",
     "jax": "import only; the XLA CPU backend allocates more at the first jax.numpy operation",
+    "pyscenic": "pyscenic.prune is left out: it fails at import with numpy >= 2 (np.object), so prune2df users "
+                "need a numpy < 2 environment",
 }
 
 R_ESTIMATES = {

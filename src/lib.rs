@@ -38,6 +38,8 @@ pub mod features;
 pub mod job;
 pub mod model;
 pub mod policy;
+pub mod replay;
+pub mod retrain;
 pub mod runner;
 pub mod stats;
 pub mod store;

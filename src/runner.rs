@@ -30,6 +30,8 @@ pub struct Plan {
     pub script_truncated: bool,
     pub prediction: Prediction,
     pub decision: Decision,
+    /// Why the trained model was not used, if it was not.
+    pub model_warning: Option<String>,
     #[serde(skip)]
     pub extracted: Extracted,
 }
@@ -164,7 +166,7 @@ pub fn plan(
     let runtime = runtime_hint
         .filter(|r| !r.is_empty())
         .unwrap_or_else(|| extracted.language.as_str().to_string());
-    let prediction = predictor.predict(&extracted.vector);
+    let (prediction, model_warning) = predictor.predict_with_warning(&extracted.vector);
     let decision = policy::decide(
         &prediction,
         settings.policy(),
@@ -179,6 +181,7 @@ pub fn plan(
         script,
         prediction,
         decision,
+        model_warning,
         extracted,
     })
 }
@@ -263,6 +266,9 @@ pub fn run(
     }
     let dry_run = opts.dry_run || settings.dry_run;
     let plan = plan(spec, settings, &predictor, Some(&store), dry_run)?;
+    if let Some(w) = &plan.model_warning {
+        progress(&format!("warning: {w}"));
+    }
     let job_id = new_job_id();
     let host = hostname();
     let my_pid = std::process::id();

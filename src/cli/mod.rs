@@ -1,6 +1,8 @@
 //! Command-line interface: one module per subcommand; `main.rs` only parses and exits.
 
 pub mod predict;
+pub mod replay;
+pub mod retrain;
 pub mod run;
 pub mod stats;
 
@@ -37,6 +39,10 @@ pub enum Command {
     Predict(predict::Args),
     /// Predict, record, run under limits, settle; exits with the job's exit code.
     Run(run::Args),
+    /// Online replay of Nextflow traces: wastage GB·h, failures, MAQ per workflow.
+    Replay(replay::Args),
+    /// Train from settled rows; promote only if not worse on a time-ordered holdout.
+    Retrain(retrain::Args),
     /// Accuracy per target and outcome counts over the last settled jobs.
     Stats(stats::Args),
 }
@@ -47,6 +53,8 @@ pub fn dispatch(cli: Cli) -> Result<i32, Error> {
         Command::Predict(a) => predict::execute(a),
         Command::Run(a) => run::execute(a),
         Command::Stats(a) => stats::execute(a),
+        Command::Retrain(a) => retrain::execute(a),
+        Command::Replay(a) => replay::execute(a),
     }
 }
 

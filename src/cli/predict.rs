@@ -81,6 +81,7 @@ pub fn report(args: &Args, settings: &Settings) -> Result<PredictReport, Error> 
     };
     let dry_run = args.dry_run || settings.dry_run;
     let plan = runner::plan(&spec, settings, &predictor, store.as_ref(), dry_run)?;
+    warnings.extend(plan.model_warning.clone());
     let (limits, rejected) = match &plan.decision {
         Decision::Run { predicted, .. } => (Some(*predicted), None),
         Decision::Reject(r) => (None, Some(r.reason.clone())),

@@ -1,32 +1,113 @@
-//! TEMPORARY compile stub; replaced by the real scanner.
-#![allow(dead_code, unused_variables)]
-use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::OsString;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+//! Feature extraction: what presize knows about a job before it runs.
+//!
+//! [`extract`] turns a job (script, runtime, inputs, command, prior runs) into a
+//! [`FeatureVector`] under a named, versioned [`Schema`]. The script is read at
+//! most [`ScanOptions::max_script_bytes`] bytes and scanned by a single-pass,
+//! hand-written lexer per language (Python, R, shell); other languages get
+//! only the language-neutral features.
+//!
+//! # What the scanners count
+//!
+//! Strings and comments are skipped correctly (Python triple-quoted and
+//! prefixed strings, R raw strings and backtick names, shell quotes, `$(...)`,
+//! backticks and here-documents), so nothing inside them counts.
+//!
+//! * `tokens`: identifiers/keywords/words, numbers, strings and operators (each
+//!   punctuation byte is one token; shell operators such as `&&` are one).
+//! * `code_lines`: lines holding any token (lines inside a multi-line string
+//!   count); `comment_lines`: lines holding only a comment.
+//! * `loops`: Python `for` (comprehensions included) and `while`; R `for`,
+//!   `while`, `repeat`; shell `for`, `select`, `while`, `until`.
+//! * `func_defs`: Python `def` and `lambda`; R `function` and `\(x)`; shell
+//!   `f() {` and `function f`.
+//! * `calls`: Python/R: an identifier (not a keyword, not the name in a `def`)
+//!   followed by `(`; shell: simple commands run (builtins included).
+//! * `read_calls`: calls of file readers (`read_*`, `open`, `load`, `loadtxt`,
+//!   `genfromtxt`, `h5py.File`, `sc.read`, R `read.*`, `readRDS`, `fread`,
+//!   `Read10X`, ...); shell `cat`/`zcat`/`head`/... and `<` redirections.
+//! * `max_numeric_log10`: log10 of the largest numeric literal (`1e6`,
+//!   `1_000_000`, `10L`, `0x10`; shell: all-numeric words), 0 if none or < 1.
+//! * `parallel_hints`: names such as `n_jobs`, `Pool`, `ThreadPoolExecutor`,
+//!   `num_workers`, `threads`, `mclapply`, `parLapply`, `future::plan`,
+//!   `%dopar%`; shell `&` (background), `xargs -P`, `parallel`, `--threads`...
+//! * `gpu_hints`: identifiers, strings or shell words containing `cuda` or
+//!   `gpu` (any case: `torch.cuda`, `"cuda:0"`, `CUDA_VISIBLE_DEVICES`),
+//!   `device=`, `jax.devices`, `tf.config`, `nvidia-smi`.
+//!
+//! # Imports and catalogue usage
+//!
+//! Imports are top-level names: Python `import a.b as c`, `from a import b`,
+//! `importlib.import_module("a")`/`__import__("a")` (relative imports and
+//! `__future__` are not imports); R `library(x)`, `require("x")`,
+//! `requireNamespace('x')`, `loadNamespace`, `pacman::p_load(a, b)`, `x::f`,
+//! `x:::f`; shell: the programs a script runs.
+//!
+//! For each catalogue entry, `imported` is set when any alias is imported, and
+//! **usage** is the number of references through a name bound to the package,
+//! not counting the import statement itself: Python counts every later
+//! occurrence of a bound name not preceded by `.` (`import scanpy as sc` then
+//! `sc.pp.x(...)` is one use; `from scanpy import pp` then `pp.x` is one;
+//! `from pandas import read_csv` then `read_csv(...)` is one;
+//! `m = importlib.import_module("torch")` binds `m`). R counts each `pkg::` /
+//! `pkg:::` reference, plus, after `library(pkg)`/`require(pkg)`, calls of the
+//! key exported functions the catalogue lists for it (e.g. `RunPCA(` for
+//! Seurat). Shell counts nothing as usage.
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct CatalogOverride {
-    pub weight: f64,
-    #[serde(default)]
-    pub aliases: Vec<String>,
-}
-#[derive(Debug, Clone)]
-pub struct Catalog;
-impl Catalog {
-    pub fn builtin() -> Self {
-        Catalog
-    }
-    pub fn with_overrides(m: &BTreeMap<String, CatalogOverride>) -> Self {
-        Catalog
-    }
-}
-#[derive(Debug, Clone)]
+mod catalog;
+mod inputs;
+mod lang;
+mod notebook;
+mod python;
+mod rlang;
+mod scan;
+mod schema;
+mod shell;
+
+#[cfg(test)]
+mod tests;
+
+use std::borrow::Cow;
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::fs::{self, File};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub use catalog::{feature_key, Catalog, CatalogEntry, CatalogOverride};
+pub use inputs::{input_stats, InputStats, MAX_WALK_DEPTH, MAX_WALK_ENTRIES};
+pub use lang::{
+    detect_language, language_from_extension, resolve_script, runtime_from_command,
+    runtime_language, Language,
+};
+pub use scan::TokenCounts;
+pub use schema::{FeatureVector, Schema, BASE_FEATURES, SCHEMA_NAME, SCHEMA_VERSION};
+
+/// Default cap on the bytes of a script that are read and scanned (8 MiB).
+pub const DEFAULT_MAX_SCRIPT_BYTES: u64 = 8 * 1024 * 1024;
+/// A script whose first this-many bytes hold a NUL byte is binary.
+pub const BINARY_SNIFF_BYTES: usize = 8 * 1024;
+
+/// How scripts are read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScanOptions {
+    /// Bytes read at most; a longer script is scanned up to here and flagged
+    /// (`script_truncated` = 1).
     pub max_script_bytes: u64,
 }
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+
+impl Default for ScanOptions {
+    fn default() -> Self {
+        ScanOptions {
+            max_script_bytes: DEFAULT_MAX_SCRIPT_BYTES,
+        }
+    }
+}
+
+/// Actuals of earlier settled runs of the same job key (filled by the store).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct PriorRuns {
     pub count: u32,
     pub last_cpu_s: f64,
@@ -39,34 +120,28 @@ pub struct PriorRuns {
     pub mean_wall_s: f64,
     pub max_wall_s: f64,
 }
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Language {
-    Python,
-    R,
-    Shell,
-    Other,
-}
-impl Language {
-    pub fn as_str(&self) -> &'static str {
-        "other"
-    }
-}
-#[derive(Debug, Clone, Default)]
-pub struct InputStats {
-    pub total_bytes: u64,
-    pub max_bytes: u64,
-    pub count: u32,
-}
-#[derive(Debug, Clone)]
+
+/// Result of scanning one script file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ScriptScan {
     pub path: PathBuf,
     pub language: Language,
+    /// Hex sha256 of the bytes read (the whole file unless truncated).
     pub sha256: String,
     pub bytes_read: u64,
+    /// The file's size on disk.
     pub file_bytes: u64,
     pub truncated: bool,
+    /// Top-level imported names (Python/R packages, shell programs).
     pub imports: BTreeSet<String>,
+    pub counts: TokenCounts,
+    /// One element per catalogue entry, in catalogue order:
+    /// (canonical name, imported, usage).
+    pub heavy: Vec<(String, bool, u32)>,
 }
+
+/// Everything [`extract`] needs about a job.
+#[derive(Clone, Copy, Debug)]
 pub struct FeatureRequest<'a> {
     pub script: Option<&'a Path>,
     pub runtime: Option<&'a str>,
@@ -74,49 +149,304 @@ pub struct FeatureRequest<'a> {
     pub command: &'a [OsString],
     pub prior: &'a PriorRuns,
 }
-#[derive(Debug, Clone)]
+
+/// The outcome of [`extract`].
+#[derive(Clone, Debug)]
 pub struct Extracted {
     pub vector: FeatureVector,
     pub scan: Option<ScriptScan>,
     pub inputs: InputStats,
     pub language: Language,
 }
-#[derive(Debug, Clone)]
-pub struct Schema {
-    pub name: String,
-    pub version: u32,
-    pub names: Vec<String>,
-    pub hash: String,
+
+/// Path shown in messages: lossy, with control characters escaped so every
+/// message stays on one line.
+fn shown(p: &Path) -> String {
+    p.to_string_lossy()
+        .chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
 }
-#[derive(Debug, Clone)]
-pub struct FeatureVector {
-    pub schema: Arc<Schema>,
-    pub values: Vec<f64>,
+
+fn one_line(s: &str) -> String {
+    s.replace(['\n', '\r'], " ")
 }
-impl FeatureVector {
-    pub fn get(&self, n: &str) -> Option<f64> {
-        None
-    }
-    pub fn to_map(&self) -> BTreeMap<String, f64> {
-        BTreeMap::new()
-    }
-}
+
+/// Why features could not be extracted. Every message is one line naming the
+/// path and what to do.
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum FeatureError {
-    #[error("x")]
-    X,
+    #[error("script {} does not exist: pass an existing file with --script or in the command", shown(.path))]
+    ScriptNotFound { path: PathBuf },
+    #[error("script {} is a directory: pass the script file itself with --script", shown(.path))]
+    IsDirectory { path: PathBuf },
+    #[error("script {} is a {kind}, not a regular file: pass a regular script file with --script", shown(.path))]
+    ScriptNotRegular { path: PathBuf, kind: &'static str },
+    #[error("script {} looks binary (NUL byte in its first 8 KiB): pass a text script with --script", shown(.path))]
+    Binary { path: PathBuf },
+    #[error("notebook {} is not a valid notebook ({}): re-save it from Jupyter or pass another --script", shown(.path), one_line(.reason))]
+    Notebook { path: PathBuf, reason: String },
+    #[error("input {} does not exist: check the --input path", shown(.path))]
+    InputNotFound { path: PathBuf },
+    #[error("input {} is a {kind}, not a regular file or directory: pass files or directories with --input", shown(.path))]
+    InputNotRegular { path: PathBuf, kind: &'static str },
+    #[error("cannot read {}: {}: check that it exists and is readable", shown(.path), one_line(&.source.to_string()))]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
-pub fn resolve_script(c: &[OsString]) -> Option<PathBuf> {
-    None
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
 }
-pub fn runtime_from_command(c: &[OsString]) -> Option<String> {
-    None
+
+fn script_io_error(path: &Path, e: std::io::Error) -> FeatureError {
+    if inputs::is_not_found(&e) {
+        FeatureError::ScriptNotFound {
+            path: path.to_path_buf(),
+        }
+    } else {
+        FeatureError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }
+    }
 }
+
+/// Pure scan of source bytes in `language`: (imports, counts, one
+/// (name, imported, usage) per catalogue entry in catalogue order). Never
+/// panics; `Other` yields only the line count.
+pub fn scan_source(
+    src: &[u8],
+    language: Language,
+    catalog: &Catalog,
+) -> (BTreeSet<String>, TokenCounts, Vec<(String, bool, u32)>) {
+    let mut acc = scan::Acc::new(catalog, language);
+    match language {
+        Language::Python => python::scan(src, &mut acc),
+        Language::R => rlang::scan(src, &mut acc),
+        Language::Shell => shell::scan(src, &mut acc),
+        Language::Other => {
+            acc.c.lines = src.iter().filter(|&&b| b == b'\n').count() as u64;
+        }
+    }
+    acc.finish(!src.is_empty() && !src.ends_with(b"\n"))
+}
+
+/// Reads at most `limit` bytes of a regular file. Returns (bytes, size on disk).
+fn read_bounded(path: &Path, limit: u64) -> Result<(Vec<u8>, u64), FeatureError> {
+    let meta = fs::metadata(path).map_err(|e| script_io_error(path, e))?;
+    let ft = meta.file_type();
+    if ft.is_dir() {
+        return Err(FeatureError::IsDirectory {
+            path: path.to_path_buf(),
+        });
+    }
+    if !ft.is_file() {
+        // Never open FIFOs, sockets or devices: that could block forever.
+        return Err(FeatureError::ScriptNotRegular {
+            path: path.to_path_buf(),
+            kind: inputs::kind_name(&ft),
+        });
+    }
+    let file = File::open(path).map_err(|e| script_io_error(path, e))?;
+    let cap = meta.len().min(limit).min(64 * 1024 * 1024) as usize;
+    let mut buf = Vec::with_capacity(cap);
+    (&file)
+        .take(limit)
+        .read_to_end(&mut buf)
+        .map_err(|e| script_io_error(path, e))?;
+    let on_disk = file.metadata().map(|m| m.len()).unwrap_or(meta.len());
+    let read = buf.len() as u64;
+    Ok((buf, on_disk.max(read)))
+}
+
+/// Reads (bounded) and scans one script. The language comes from
+/// [`detect_language`], except for containers: for `.ipynb` the kernel
+/// language in the notebook metadata wins over `runtime` (without one it is
+/// `runtime`'s language, else Python) and only code cells are scanned; `.Rmd`
+/// is R (only its `{r}` chunks are scanned).
+pub fn scan_script(
+    path: &Path,
+    runtime: Option<&str>,
+    catalog: &Catalog,
+    opts: &ScanOptions,
+) -> Result<ScriptScan, FeatureError> {
+    let limit = opts.max_script_bytes;
+    let (buf, file_bytes) = read_bounded(path, limit)?;
+    let bytes_read = buf.len() as u64;
+    let truncated = file_bytes > limit;
+    let sha256 = hex(&Sha256::digest(&buf));
+    if buf[..buf.len().min(BINARY_SNIFF_BYTES)].contains(&0) {
+        return Err(FeatureError::Binary {
+            path: path.to_path_buf(),
+        });
+    }
+    let first_line = &buf[..scan::find_nl(&buf, 0)];
+    let (code, language): (Cow<'_, [u8]>, Language) = match lang::container_of(path) {
+        lang::Container::Plain => (
+            Cow::Borrowed(&buf[..]),
+            detect_language(runtime, path, first_line),
+        ),
+        lang::Container::Notebook => {
+            let nb = notebook::extract_notebook(&buf, truncated).map_err(|reason| {
+                FeatureError::Notebook {
+                    path: path.to_path_buf(),
+                    reason,
+                }
+            })?;
+            let language = match nb.kernel_language.as_deref() {
+                Some(k) => runtime_language(k).unwrap_or(Language::Other),
+                None => runtime
+                    .and_then(runtime_language)
+                    .unwrap_or(Language::Python),
+            };
+            (Cow::Owned(nb.code), language)
+        }
+        // Only `{r}` chunks are extracted, so the code is R whatever the runtime.
+        lang::Container::RMarkdown => (Cow::Owned(notebook::extract_rmd(&buf)), Language::R),
+    };
+    let (imports, counts, heavy) = scan_source(&code, language, catalog);
+    Ok(ScriptScan {
+        path: path.to_path_buf(),
+        language,
+        sha256,
+        bytes_read,
+        file_bytes,
+        truncated,
+        imports,
+        counts,
+        heavy,
+    })
+}
+
+fn finite_nonneg(v: f64) -> f64 {
+    if v.is_finite() && v > 0.0 {
+        v
+    } else {
+        0.0
+    }
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// Builds the feature vector for a job: scans the script (if any), sizes the
+/// inputs and folds in prior runs. Every value is finite.
 pub fn extract(
-    r: &FeatureRequest<'_>,
-    c: &Catalog,
-    o: &ScanOptions,
+    req: &FeatureRequest<'_>,
+    catalog: &Catalog,
+    opts: &ScanOptions,
 ) -> Result<Extracted, FeatureError> {
-    Err(FeatureError::X)
+    let scan = match req.script {
+        Some(p) => Some(scan_script(p, req.runtime, catalog, opts)?),
+        None => None,
+    };
+    let language = match &scan {
+        Some(s) => s.language,
+        None => req
+            .runtime
+            .and_then(runtime_language)
+            .unwrap_or(Language::Other),
+    };
+    let inputs = input_stats(req.inputs, req.command, req.script)?;
+    let vector = build_vector(catalog, language, scan.as_ref(), &inputs, req.prior);
+    Ok(Extracted {
+        vector,
+        scan,
+        inputs,
+        language,
+    })
+}
+
+/// Assembles the vector in [`BASE_FEATURES`] order, then the catalogue pairs.
+pub fn build_vector(
+    catalog: &Catalog,
+    language: Language,
+    scan: Option<&ScriptScan>,
+    inputs: &InputStats,
+    prior: &PriorRuns,
+) -> FeatureVector {
+    let schema = catalog.schema();
+    let mut v: Vec<f64> = Vec::with_capacity(schema.names.len());
+    let b = |x: bool| if x { 1.0 } else { 0.0 };
+    v.push(b(language == Language::Python));
+    v.push(b(language == Language::R));
+    v.push(b(language == Language::Shell));
+    v.push(b(language == Language::Other));
+    let default_counts = TokenCounts::default();
+    let c = scan.map_or(&default_counts, |s| &s.counts);
+    v.push(scan.map_or(0.0, |s| s.file_bytes as f64 / 1024.0));
+    v.push(b(scan.is_some_and(|s| s.truncated)));
+    v.push(c.tokens as f64);
+    v.push(c.code_lines as f64);
+    v.push(c.comment_lines as f64);
+    v.push(c.loops as f64);
+    v.push(c.func_defs as f64);
+    v.push(c.calls as f64);
+    v.push(c.read_calls as f64);
+    v.push(c.max_numeric_log10);
+    v.push(c.parallel_hints as f64);
+    v.push(c.gpu_hints as f64);
+    v.push(scan.map_or(0, |s| s.imports.len()) as f64);
+    let entries = catalog.entries();
+    let (mut heavy_n, mut heavy_w) = (0.0, 0.0);
+    if let Some(s) = scan {
+        for ((_, imported, _), e) in s.heavy.iter().zip(entries) {
+            if *imported {
+                heavy_n += 1.0;
+                heavy_w += e.weight;
+            }
+        }
+    }
+    v.push(heavy_n);
+    v.push(heavy_w);
+    let total_mb = inputs.total_bytes as f64 / MIB;
+    v.push(total_mb);
+    v.push(inputs.max_bytes as f64 / MIB);
+    v.push(f64::from(inputs.count));
+    v.push(total_mb.ln_1p());
+    v.push(f64::from(prior.count));
+    for x in [
+        prior.last_cpu_s,
+        prior.mean_cpu_s,
+        prior.max_cpu_s,
+        prior.last_rss_mb,
+        prior.mean_rss_mb,
+        prior.max_rss_mb,
+        prior.last_wall_s,
+        prior.mean_wall_s,
+        prior.max_wall_s,
+    ] {
+        v.push(finite_nonneg(x));
+    }
+    debug_assert_eq!(v.len(), BASE_FEATURES.len());
+    for i in 0..entries.len() {
+        let (imported, usage) = scan
+            .and_then(|s| s.heavy.get(i))
+            .map_or((false, 0), |(_, im, u)| (*im, *u));
+        v.push(b(imported));
+        v.push(f64::from(usage));
+    }
+    for x in &mut v {
+        if !x.is_finite() {
+            *x = 0.0;
+        }
+    }
+    v.resize(schema.names.len(), 0.0);
+    FeatureVector { schema, values: v }
 }

@@ -197,6 +197,18 @@ fn record_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRecord> {
     })
 }
 
+/// A trained model to record in the registry.
+#[derive(Debug, Clone)]
+pub struct ModelRecord<'a> {
+    pub version: &'a str,
+    pub path: &'a Path,
+    pub trained_at: &'a str,
+    pub rows: usize,
+    pub schema_hash: &'a str,
+    pub metrics_json: &'a str,
+    pub promoted: bool,
+}
+
 /// An unsettled row whose executor is gone.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OrphanRow {
@@ -255,19 +267,7 @@ impl Store {
         };
         let mut conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
-        // journal_mode=WAL needs a write lock once; the busy timeout covers concurrent openers.
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
-            .map_err(open_err)?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Open {
-                path: path.to_owned(),
-                reason: format!("could not switch to WAL (journal_mode is {mode})"),
-            });
-        }
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(open_err)?;
-        migrate(&mut conn, path)?;
+        prepare(&mut conn, path)?;
         Ok(Store {
             conn,
             path: path.to_owned(),
@@ -507,6 +507,65 @@ impl Store {
         Ok(pr)
     }
 
+    /// Settled attempts usable for training (ok, and censored oom_killed / timed_out), oldest
+    /// first.
+    pub fn training_rows(&self) -> Result<Vec<crate::model::trained::TrainingRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, features, outcome, actual_cpu_s, actual_rss_mb, actual_wall_s,
+                        applied_memory_mb, applied_timeout_s, memory_enforced
+                 FROM resource_prediction
+                 WHERE outcome IN ('ok', 'oom_killed', 'timed_out') ORDER BY id",
+            )
+            .map_err(q("reading training rows"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                let features: String = r.get(1)?;
+                let outcome: String = r.get(2)?;
+                let enforced: i64 = r.get(8)?;
+                let cap: Option<i64> = r.get(6)?;
+                Ok(crate::model::trained::TrainingRow {
+                    id: r.get(0)?,
+                    features: serde_json::from_str(&features).unwrap_or_default(),
+                    outcome: Outcome::parse(&outcome).unwrap_or(Outcome::Failed),
+                    cpu_s: r.get(3)?,
+                    rss_mb: r.get(4)?,
+                    wall_s: r.get(5)?,
+                    memory_cap_mb: cap.filter(|_| enforced != 0).map(|c| c as f64),
+                    timeout_s: r.get::<_, Option<i64>>(7)?.map(|t| t as f64),
+                })
+            })
+            .map_err(q("reading training rows"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(q("reading training rows"))?;
+        Ok(rows)
+    }
+
+    /// Record a trained model in the registry.
+    pub fn register_model(&mut self, m: &ModelRecord<'_>) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(q("starting a write"))?;
+        tx.execute(
+            "INSERT OR REPLACE INTO model_version (version, path, trained_at, rows, schema_hash,
+                metrics, promoted, promoted_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                m.version,
+                m.path.display().to_string(),
+                m.trained_at,
+                m.rows as i64,
+                m.schema_hash,
+                m.metrics_json,
+                m.promoted as i64,
+                m.promoted.then(now_rfc3339)
+            ],
+        )
+        .map_err(q("registering a model"))?;
+        tx.commit().map_err(q("committing a model"))
+    }
+
     /// One row by id.
     pub fn record(&self, id: i64) -> Result<Option<JobRecord>, StoreError> {
         self.conn
@@ -553,9 +612,11 @@ impl Store {
     }
 }
 
-/// Run the embedded migrations, serialised across processes with an advisory file lock
-/// (refinery's runner is not safe against two processes migrating a new file at once).
-fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+/// Switch to WAL and run the embedded migrations, serialised across processes with an
+/// advisory file lock: changing the journal mode of a new file while another process opens
+/// it fails with "database is locked" without consulting the busy handler, and refinery's
+/// runner is not safe against two processes migrating a new file at once.
+fn prepare(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     let lock_path = {
         let mut s = path.as_os_str().to_owned();
         s.push(".migrate-lock");
@@ -580,12 +641,40 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
             reason: format!("cannot lock {}", lock_path.display()),
         });
     }
-    let res = embedded::migrations::runner().run(conn);
+    let res = set_wal(conn, path).and_then(|_| {
+        embedded::migrations::runner()
+            .run(conn)
+            .map(|_| ())
+            .map_err(|e| StoreError::Migrate {
+                path: path.to_owned(),
+                reason: crate::config::one_line(&e.to_string()),
+            })
+    });
     drop(lock);
-    res.map(|_| ()).map_err(|e| StoreError::Migrate {
+    res
+}
+
+fn set_wal(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let open_err = |e: rusqlite::Error| StoreError::Open {
         path: path.to_owned(),
-        reason: crate::config::one_line(&e.to_string()),
-    })
+        reason: e.to_string(),
+    };
+    let mode: String = conn
+        .pragma_query_value(None, "journal_mode", |r| r.get(0))
+        .map_err(open_err)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+            .map_err(open_err)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Open {
+                path: path.to_owned(),
+                reason: format!("could not switch to WAL (journal_mode is {mode})"),
+            });
+        }
+    }
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(open_err)
 }
 
 #[cfg(test)]

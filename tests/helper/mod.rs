@@ -85,46 +85,59 @@ impl Env {
         s == "ok"
     }
 
-    /// Rows as (id, outcome, attempt, applied_memory_mb, settled_at present).
+    /// All rows, oldest first.
     pub fn rows(&self) -> Vec<RowView> {
-        let conn = self.conn();
-        let mut st = conn
-            .prepare(
-                "SELECT id, job_id, outcome, attempt, applied_memory_mb, applied_timeout_s,
+        self.try_rows().expect("read rows")
+    }
+
+    /// True once the first row has been started (tolerates a database still being created).
+    pub fn first_started(&self) -> bool {
+        self.db.exists()
+            && self
+                .try_rows()
+                .ok()
+                .and_then(|r| r.first().cloned())
+                .is_some_and(|r| r.started_at.is_some())
+    }
+
+    /// All rows, or the error (e.g. while another process is still creating the schema).
+    pub fn try_rows(&self) -> rusqlite::Result<Vec<RowView>> {
+        let conn = Connection::open(&self.db)?;
+        let mut st = conn.prepare(
+            "SELECT id, job_id, outcome, attempt, applied_memory_mb, applied_timeout_s,
                         memory_limit_mb, timeout_s, enforced, memory_enforced, dry_run,
                         actual_rss_mb, actual_cpu_s, actual_wall_s, exit_code, settled_at,
                         started_at, predicted_at, model_version, features, backend
                  FROM resource_prediction ORDER BY id",
-            )
-            .expect("prepare");
-        st.query_map([], |r| {
-            Ok(RowView {
-                id: r.get(0)?,
-                job_id: r.get(1)?,
-                outcome: r.get(2)?,
-                attempt: r.get(3)?,
-                applied_memory_mb: r.get(4)?,
-                applied_timeout_s: r.get(5)?,
-                memory_limit_mb: r.get(6)?,
-                timeout_s: r.get(7)?,
-                enforced: r.get::<_, i64>(8)? != 0,
-                memory_enforced: r.get::<_, i64>(9)? != 0,
-                dry_run: r.get::<_, i64>(10)? != 0,
-                actual_rss_mb: r.get(11)?,
-                actual_cpu_s: r.get(12)?,
-                actual_wall_s: r.get(13)?,
-                exit_code: r.get(14)?,
-                settled_at: r.get(15)?,
-                started_at: r.get(16)?,
-                predicted_at: r.get(17)?,
-                model_version: r.get(18)?,
-                features: r.get(19)?,
-                backend: r.get(20)?,
-            })
-        })
-        .expect("query")
-        .collect::<Result<Vec<_>, _>>()
-        .expect("rows")
+        )?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(RowView {
+                    id: r.get(0)?,
+                    job_id: r.get(1)?,
+                    outcome: r.get(2)?,
+                    attempt: r.get(3)?,
+                    applied_memory_mb: r.get(4)?,
+                    applied_timeout_s: r.get(5)?,
+                    memory_limit_mb: r.get(6)?,
+                    timeout_s: r.get(7)?,
+                    enforced: r.get::<_, i64>(8)? != 0,
+                    memory_enforced: r.get::<_, i64>(9)? != 0,
+                    dry_run: r.get::<_, i64>(10)? != 0,
+                    actual_rss_mb: r.get(11)?,
+                    actual_cpu_s: r.get(12)?,
+                    actual_wall_s: r.get(13)?,
+                    exit_code: r.get(14)?,
+                    settled_at: r.get(15)?,
+                    started_at: r.get(16)?,
+                    predicted_at: r.get(17)?,
+                    model_version: r.get(18)?,
+                    features: r.get(19)?,
+                    backend: r.get(20)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>();
+        rows
     }
 }
 

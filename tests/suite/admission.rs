@@ -96,6 +96,12 @@ fn high_priority_submitted_last_runs_before_waiting_normal_ones() {
         1,
     );
     let b = spawn(&env, "b", "normal", "0.3");
+    wait_for(
+        &env,
+        "b to queue",
+        "SELECT count(*) FROM reservation WHERE state = 'waiting'",
+        1,
+    );
     let c = spawn(&env, "c", "normal", "0.3");
     wait_for(
         &env,

@@ -154,7 +154,7 @@ fn rows_of_a_killed_executor_become_lost() {
     // Wait until the row is started.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if env.db.exists() && env.rows().first().is_some_and(|r| r.started_at.is_some()) {
+        if env.first_started() {
             break;
         }
         assert!(Instant::now() < deadline, "job never started");
@@ -202,7 +202,7 @@ fn stats_reports_accuracy_and_outcomes() {
     assert_eq!(t["target"], "peak_rss_mb");
     assert_eq!(t["n"], 3);
     assert!(t["mape"].as_f64().is_some() && t["median_ape"].as_f64().is_some());
-    assert!(v["by_model_version"].as_array().unwrap().len() >= 1);
+    assert!(!v["by_model_version"].as_array().unwrap().is_empty());
     let o = env.run(&["stats", "--by", "job-key"]);
     assert_eq!(o.status.code(), Some(0));
     assert!(crate::helper::stdout(&o).contains("R²"));

@@ -199,7 +199,7 @@ impl Grower<'_> {
             let mut pick: Option<(usize, Split)> = None;
             for (i, l) in leaves.iter().enumerate() {
                 if let Some(s) = l.split {
-                    if pick.map_or(true, |(_, p)| s.gain > p.gain) {
+                    if pick.is_none_or(|(_, p)| s.gain > p.gain) {
                         pick = Some((i, s));
                     }
                 }

@@ -1,0 +1,84 @@
+//! `presize replay TRACE...`: online replay of Nextflow traces through presize's allocation
+//! model and retry rule (the published Sizey protocol).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use super::{out, out_json};
+use crate::error::Error;
+use crate::model::allocate::AllocConfig;
+use crate::replay::{self, PresizeMethod, TovarMethod};
+
+/// Which allocation method to replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReplayPolicy {
+    /// presize's cost-aware allocation with per-task model choice (the shipped policy).
+    Presize,
+    /// Tovar's first-allocation method (the reference; checks the harness).
+    Tovar,
+}
+
+/// Arguments of `replay`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Nextflow trace CSV files (one workflow each).
+    #[arg(required = true, value_name = "TRACE")]
+    pub traces: Vec<PathBuf>,
+    /// Allocation method to replay.
+    #[arg(long, value_enum, default_value_t = ReplayPolicy::Presize)]
+    pub policy: ReplayPolicy,
+    /// Print one JSON document.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Run `replay`.
+pub fn execute(args: Args) -> Result<i32, Error> {
+    let cfg = AllocConfig::default();
+    let tty = std::io::stderr().is_terminal();
+    let mut progress = |done: usize, total: usize| {
+        if tty {
+            eprint!("\rpresize: replayed {done}/{total} traces");
+            if done == total {
+                eprintln!();
+            }
+        }
+    };
+    let report = match args.policy {
+        ReplayPolicy::Presize => replay::replay_files_with(
+            &args.traces,
+            &mut PresizeMethod::new(cfg.clone()),
+            &cfg,
+            &mut progress,
+        ),
+        ReplayPolicy::Tovar => replay::replay_files_with(
+            &args.traces,
+            &mut TovarMethod::default(),
+            &cfg,
+            &mut progress,
+        ),
+    }
+    .map_err(|e| Error::Usage(e.to_string()))?;
+    if args.json {
+        out_json(&report)?;
+        return Ok(0);
+    }
+    let mut s = String::from(
+        "workflow          wastage GB·h  failures    MAQ  processes  rows (online)  seconds\n",
+    );
+    for w in &report.workflows {
+        s += &format!(
+            "{:<16} {:>13.1} {:>9} {:>6.3} {:>10} {:>7} ({:>5}) {:>8.2}\n",
+            w.name,
+            w.wastage_gbh,
+            w.failures,
+            w.maq,
+            w.processes_used,
+            w.rows_used,
+            w.rows_online,
+            w.seconds
+        );
+    }
+    out(&s)?;
+    Ok(0)
+}

@@ -1,0 +1,75 @@
+//! `presize retrain`: train from settled rows; promote only if not worse.
+
+use super::{fmt_opt, out, out_json};
+use crate::config::Settings;
+use crate::error::Error;
+use crate::retrain::{self, ModelEval, RetrainOptions};
+
+/// Arguments of `retrain`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Train only with at least this many settled rows.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub min_rows: usize,
+    /// Promote the new model even if it is worse on the holdout.
+    #[arg(long)]
+    pub force: bool,
+    /// Print one JSON document.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn eval_table(title: &str, e: &ModelEval) -> String {
+    let mut s = format!(
+        "{title} {}\n  target           n     MAPE  median APE  pinball  coverage\n",
+        e.version
+    );
+    for t in &e.targets {
+        s += &format!(
+            "  {:<12} {:>5} {:>8} {:>11} {:>8} {:>9}\n",
+            t.target,
+            t.n,
+            t.mape
+                .map(|m| format!("{:.1}%", m * 100.0))
+                .unwrap_or("-".into()),
+            t.median_ape
+                .map(|m| format!("{:.1}%", m * 100.0))
+                .unwrap_or("-".into()),
+            fmt_opt(t.pinball, 3),
+            t.coverage
+                .map(|c| format!("{:.1}%", c * 100.0))
+                .unwrap_or("-".into()),
+        );
+    }
+    s
+}
+
+/// Run `retrain`.
+pub fn execute(args: Args) -> Result<i32, Error> {
+    let settings = Settings::from_env()?;
+    let opts = RetrainOptions {
+        min_rows: args.min_rows,
+        force: args.force,
+    };
+    let mut progress = retrain::terminal_progress();
+    let r = retrain::retrain(&settings, &opts, &mut progress)?;
+    if args.json {
+        out_json(&r)?;
+        return Ok(0);
+    }
+    let mut s = format!(
+        "{}\nrows: {} settled, {} trained on, {} held out\n",
+        r.message, r.settled_rows, r.train_rows, r.holdout_rows
+    );
+    if let Some(c) = &r.candidate {
+        s += &eval_table("candidate", c);
+    }
+    if let Some(c) = &r.current {
+        s += &eval_table("current  ", c);
+    }
+    if let Some(p) = &r.model_path {
+        s += &format!("model file: {p}\n");
+    }
+    out(&s)?;
+    Ok(0)
+}

@@ -1,0 +1,670 @@
+//! Online memory allocation per task type: predictive draws from competing models,
+//! a cost-aware choice of the allocation, and the retry rule after an OOM kill.
+//!
+//! For one task type the history holds (input size `x`, peak `y`, runtime) observations.
+//! Each [`ModelKind`] turns the history into *draws*: plausible peaks for a new task of
+//! size `x` (the empirical peaks; or a clipped size fit plus its leave-one-out residuals).
+//! The allocation is the draw that minimises the expected wastage
+//! `E[(a − y)+] + E[1(y > a)·(a + cost of the retries)]` under the same retry rule the
+//! executor uses ([`retry_allocation`]), so coverage adapts per task type.
+//!
+//! Which model serves a task type is decided online by a *prequential* score: every
+//! observation, before it joins the history, is allocated by every model on the history
+//! before it; the simulated cost (wastage including retries) accumulates per model and
+//! the cheapest model so far serves the next task. Everything is deterministic, uses only
+//! the history before the task and never returns a non-finite or non-positive value once
+//! a peak has been seen.
+
+use serde::{Deserialize, Serialize};
+
+/// One finished task of a task type.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Observation {
+    /// Input size (bytes); anything ≤ 0 counts as unknown.
+    pub x: f64,
+    /// Peak memory (bytes).
+    pub y: f64,
+    /// Runtime (any unit, used as a relative weight only).
+    pub runtime: f64,
+}
+
+/// Models that produce predictive draws.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    /// Size-independent: the peaks seen.
+    Empirical,
+    /// log y = a + b·log x, x clipped to the observed range; LOO log residuals.
+    LogLog,
+    /// y = a + b·x, x clipped to the observed range; LOO ratio residuals.
+    Linear,
+}
+
+/// How a model's prequential cost is weighted per task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScoreWeight {
+    /// cost / y: every task counts alike, whatever its size.
+    Relative,
+    /// cost in bytes.
+    Bytes,
+    /// cost × runtime (the replay objective).
+    Runtime,
+}
+
+/// The allocation model's knobs. `Default` is the one configuration presize ships and
+/// `presize replay` reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AllocConfig {
+    /// Models that compete per task type.
+    pub models: Vec<ModelKind>,
+    /// Observations a size fit needs before it is used at all.
+    pub min_fit_history: usize,
+    /// Observations a model needs before its prequential cost is scored.
+    pub min_score_history: usize,
+    /// Per-task weight of the prequential cost.
+    pub score_weight: ScoreWeight,
+    /// Exponential forgetting of old prequential costs (1 = none).
+    pub score_decay: f64,
+    /// Weight each draw by the runtime of the task it came from (longer tasks cost more
+    /// when they fail).
+    pub runtime_weighted_draws: bool,
+    /// First retry goes at least this far above the failed cap.
+    pub retry_min_step: f64,
+    /// Retry growth once the cap already exceeds every draw.
+    pub retry_beyond_step: f64,
+    /// Multiplier on the chosen allocation (1 = pure cost-aware choice).
+    pub margin: f64,
+    /// With no history at all: this first allocation (bytes).
+    pub cold_start_bytes: f64,
+    /// Pseudo-draws beyond the largest draw (0 = none): the next peak exceeds all n
+    /// draws with probability about 1/(n+1), spread over an exponential tail in log
+    /// space whose scale is the Hill estimate of the top `tail_k` draws.
+    pub tail_draws: usize,
+    /// Weight of the tail, in observations (1 = one more observation).
+    pub tail_mass: f64,
+    /// Order statistics used by the Hill estimate.
+    pub tail_k: usize,
+    /// Floor of the tail scale (log units, e.g. 0.002 = 0.2 %).
+    pub tail_min_scale: f64,
+    /// Extra cost of a failed attempt beyond the memory it held, as a fraction of the
+    /// median draw (a typical footprint of the task type). 0 = wastage only; > 0 stops
+    /// the choice from gambling on tiny first caps whose failure holds little memory
+    /// (cheap in GB·h, but an OOM kill and a rerun all the same).
+    pub failure_cost: f64,
+}
+
+impl Default for AllocConfig {
+    fn default() -> Self {
+        AllocConfig {
+            models: vec![ModelKind::Empirical, ModelKind::LogLog, ModelKind::Linear],
+            min_fit_history: 8,
+            min_score_history: 3,
+            score_weight: ScoreWeight::Runtime,
+            score_decay: 1.0,
+            runtime_weighted_draws: false,
+            retry_min_step: 1.2,
+            retry_beyond_step: 2.0,
+            margin: 1.0,
+            cold_start_bytes: 4e9,
+            tail_draws: 4,
+            tail_mass: 1.0,
+            tail_k: 5,
+            tail_min_scale: 0.002,
+            failure_cost: 0.1,
+        }
+    }
+}
+
+/// The history of one task type plus each model's running prequential cost.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskHistory {
+    obs: Vec<Observation>,
+    /// Running cost per entry of `cfg.models` (same order).
+    scores: Vec<f64>,
+    scored: u64,
+}
+
+impl TaskHistory {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn observations(&self) -> &[Observation] {
+        &self.obs
+    }
+
+    pub fn len(&self) -> usize {
+        self.obs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.obs.is_empty()
+    }
+
+    /// Prequential cost per model (order of `cfg.models`).
+    pub fn scores(&self) -> &[f64] {
+        &self.scores
+    }
+
+    /// Largest peak seen.
+    pub fn max_seen(&self) -> f64 {
+        self.obs.iter().map(|o| o.y).fold(0.0, f64::max)
+    }
+
+    /// Add a finished task: first score every model on it (using only the history
+    /// before it), then append it. Non-finite or non-positive peaks are ignored.
+    pub fn push(&mut self, o: Observation, cfg: &AllocConfig) {
+        if !(o.y.is_finite() && o.y > 0.0) {
+            return;
+        }
+        let o = Observation {
+            x: if o.x.is_finite() { o.x } else { 0.0 },
+            y: o.y,
+            runtime: if o.runtime.is_finite() && o.runtime > 0.0 {
+                o.runtime
+            } else {
+                1.0
+            },
+        };
+        if self.scores.len() != cfg.models.len() {
+            self.scores = vec![0.0; cfg.models.len()];
+            self.scored = 0;
+        }
+        if self.obs.len() >= cfg.min_score_history.max(1) {
+            let decay = cfg.score_decay.clamp(0.0, 1.0);
+            for (k, &m) in cfg.models.iter().enumerate() {
+                let draws = model_draws(&self.obs, m, o.x, cfg);
+                let cost = simulated_cost(&draws, o.y, cfg);
+                let w = match cfg.score_weight {
+                    ScoreWeight::Relative => cost / o.y,
+                    ScoreWeight::Bytes => cost,
+                    ScoreWeight::Runtime => cost * o.runtime,
+                };
+                self.scores[k] = self.scores[k] * decay + w;
+            }
+            self.scored += 1;
+        }
+        self.obs.push(o);
+    }
+
+    /// The model that serves the next task: the lowest prequential cost; ties and an
+    /// unscored history go to the first model listed.
+    pub fn chosen_model(&self, cfg: &AllocConfig) -> ModelKind {
+        let first = cfg.models.first().copied().unwrap_or(ModelKind::Empirical);
+        if self.scored == 0 || self.scores.len() != cfg.models.len() {
+            return first;
+        }
+        let mut best = (first, f64::INFINITY);
+        for (k, &m) in cfg.models.iter().enumerate() {
+            if self.scores[k] < best.1 {
+                best = (m, self.scores[k]);
+            }
+        }
+        best.0
+    }
+}
+
+/// A weighted predictive draw of the next peak.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Draw {
+    pub value: f64,
+    pub weight: f64,
+}
+
+fn clean_x(x: f64) -> f64 {
+    if x.is_finite() && x > 1.0 {
+        x
+    } else {
+        1.0
+    }
+}
+
+/// Ordinary least squares y = a + b·x with leave-one-out residuals; `None` when the fit
+/// is degenerate.
+struct Ols {
+    a: f64,
+    b: f64,
+    x_min: f64,
+    x_max: f64,
+    /// Leave-one-out prediction for each point.
+    loo_pred: Vec<f64>,
+}
+
+fn ols(xs: &[f64], ys: &[f64]) -> Option<Ols> {
+    let n = xs.len();
+    if n < 3 {
+        return None;
+    }
+    let nf = n as f64;
+    let mx = xs.iter().sum::<f64>() / nf;
+    let my = ys.iter().sum::<f64>() / nf;
+    let sxx: f64 = xs.iter().map(|x| (x - mx) * (x - mx)).sum();
+    if !(sxx.is_finite() && sxx > 1e-12 * (1.0 + mx * mx)) {
+        return None;
+    }
+    let sxy: f64 = xs.iter().zip(ys).map(|(x, y)| (x - mx) * (y - my)).sum();
+    let b = sxy / sxx;
+    let a = my - b * mx;
+    let mut loo_pred = Vec::with_capacity(n);
+    for (x, y) in xs.iter().zip(ys) {
+        let h = 1.0 / nf + (x - mx) * (x - mx) / sxx;
+        let e = y - (a + b * x);
+        let e_loo = if h < 1.0 - 1e-9 { e / (1.0 - h) } else { e };
+        loo_pred.push(y - e_loo);
+    }
+    let x_min = xs.iter().copied().fold(f64::INFINITY, f64::min);
+    let x_max = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if !(a.is_finite() && b.is_finite()) {
+        return None;
+    }
+    Some(Ols {
+        a,
+        b,
+        x_min,
+        x_max,
+        loo_pred,
+    })
+}
+
+/// Predictive draws of the next peak at input size `x` under model `m`, with the tail
+/// pseudo-draws of [`AllocConfig::tail_draws`].
+pub fn model_draws(obs: &[Observation], m: ModelKind, x: f64, cfg: &AllocConfig) -> Vec<Draw> {
+    let mut d = base_draws(obs, m, x, cfg);
+    add_tail(&mut d, cfg);
+    d
+}
+
+/// Extend the draws with an exponential tail beyond the largest one.
+fn add_tail(d: &mut Vec<Draw>, cfg: &AllocConfig) {
+    let m = cfg.tail_draws;
+    if m == 0 || d.len() < 2 || cfg.tail_mass.is_nan() || cfg.tail_mass <= 0.0 {
+        return;
+    }
+    let mut logs: Vec<f64> = d.iter().map(|q| q.value.ln()).collect();
+    logs.sort_by(|a, b| b.total_cmp(a));
+    let k = cfg.tail_k.clamp(1, logs.len() - 1);
+    let hill = logs[..k].iter().map(|l| l - logs[k]).sum::<f64>() / k as f64;
+    let scale = hill.max(cfg.tail_min_scale.max(0.0));
+    let top = logs[0];
+    let mean_w = d.iter().map(|q| q.weight).sum::<f64>() / d.len() as f64;
+    let w = mean_w * cfg.tail_mass / m as f64;
+    for j in 0..m {
+        let p = (j as f64 + 0.5) / m as f64;
+        let u = -scale * (1.0 - p).ln();
+        let v = (top + u).exp();
+        if v.is_finite() {
+            d.push(Draw {
+                value: v,
+                weight: w,
+            });
+        }
+    }
+}
+
+fn base_draws(obs: &[Observation], m: ModelKind, x: f64, cfg: &AllocConfig) -> Vec<Draw> {
+    let weight = |o: &Observation| {
+        if cfg.runtime_weighted_draws {
+            o.runtime
+        } else {
+            1.0
+        }
+    };
+    let empirical = || -> Vec<Draw> {
+        obs.iter()
+            .map(|o| Draw {
+                value: o.y,
+                weight: weight(o),
+            })
+            .collect()
+    };
+    if obs.len() < cfg.min_fit_history.max(3) {
+        return empirical();
+    }
+    match m {
+        ModelKind::Empirical => empirical(),
+        ModelKind::LogLog => {
+            let xs: Vec<f64> = obs.iter().map(|o| clean_x(o.x).ln()).collect();
+            let ys: Vec<f64> = obs.iter().map(|o| o.y.ln()).collect();
+            let Some(f) = ols(&xs, &ys) else {
+                return empirical();
+            };
+            let lx = clean_x(x).ln().clamp(f.x_min, f.x_max);
+            let centre = f.a + f.b * lx;
+            obs.iter()
+                .zip(&ys)
+                .zip(&f.loo_pred)
+                .map(|((o, ly), p)| Draw {
+                    value: (centre + (ly - p)).exp(),
+                    weight: weight(o),
+                })
+                .filter(|d| d.value.is_finite() && d.value > 0.0)
+                .collect()
+        }
+        ModelKind::Linear => {
+            let xs: Vec<f64> = obs.iter().map(|o| clean_x(o.x)).collect();
+            let ys: Vec<f64> = obs.iter().map(|o| o.y).collect();
+            let Some(f) = ols(&xs, &ys) else {
+                return empirical();
+            };
+            let floor = ys.iter().copied().fold(f64::INFINITY, f64::min) * 0.5;
+            let cx = clean_x(x).clamp(f.x_min, f.x_max);
+            let centre = (f.a + f.b * cx).max(floor);
+            obs.iter()
+                .zip(&f.loo_pred)
+                .map(|(o, p)| Draw {
+                    value: centre * (o.y / p.max(floor)),
+                    weight: weight(o),
+                })
+                .filter(|d| d.value.is_finite() && d.value > 0.0)
+                .collect()
+        }
+    }
+}
+
+/// The allocation after a failure at `failed` given the draws' top: the top of the
+/// draws if that is at least `retry_min_step`× the failed cap, else grow.
+fn retry_from(top: f64, failed: f64, attempt: u32, cfg: &AllocConfig) -> f64 {
+    let min_step = cfg.retry_min_step.max(1.01);
+    let beyond = cfg.retry_beyond_step.max(min_step);
+    let next = if failed < top {
+        top.max(failed * min_step)
+    } else {
+        failed * beyond.powi(attempt.clamp(1, 30) as i32)
+    };
+    if next.is_finite() {
+        next
+    } else {
+        f64::MAX
+    }
+}
+
+/// Cost (bytes × unit runtime) of allocating `a` first to a task whose peak is `y`,
+/// retrying under the retry rule with the draws' `top`; each failed attempt also costs
+/// `penalty` (see [`AllocConfig::failure_cost`]).
+fn attempt_cost(a: f64, y: f64, top: f64, penalty: f64, cfg: &AllocConfig) -> f64 {
+    let mut a = a;
+    let mut cost = 0.0;
+    let mut attempt = 0;
+    while a < y && attempt < 60 {
+        cost += a + penalty;
+        attempt += 1;
+        a = retry_from(top, a, attempt, cfg);
+    }
+    cost + (a - y).max(0.0)
+}
+
+/// Weighted median of sorted draws.
+fn weighted_median(sorted: &[Draw]) -> f64 {
+    let total: f64 = sorted.iter().map(|d| d.weight).sum();
+    let mut acc = 0.0;
+    for d in sorted {
+        acc += d.weight;
+        if acc >= total / 2.0 {
+            return d.value;
+        }
+    }
+    sorted.last().map(|d| d.value).unwrap_or(0.0)
+}
+
+/// The cost-aware choice over the draws: `(allocation, top, failure penalty)`.
+fn choose(draws: &[Draw], cfg: &AllocConfig) -> Option<(f64, f64, f64)> {
+    let mut d: Vec<Draw> = draws
+        .iter()
+        .copied()
+        .filter(|d| d.value.is_finite() && d.value > 0.0 && d.weight.is_finite() && d.weight > 0.0)
+        .collect();
+    if d.is_empty() {
+        return None;
+    }
+    d.sort_by(|p, q| p.value.total_cmp(&q.value));
+    let top = d[d.len() - 1].value;
+    let penalty = cfg.failure_cost.max(0.0) * weighted_median(&d);
+    let mut best = (top, f64::INFINITY);
+    for cand in &d {
+        let a = cand.value;
+        let c: f64 = d
+            .iter()
+            .map(|q| q.weight * attempt_cost(a, q.value, top, penalty, cfg))
+            .sum();
+        if c < best.1 {
+            best = (a, c);
+        }
+    }
+    Some((best.0, top, penalty))
+}
+
+/// The draw minimising the expected cost over the draws (with retries).
+pub fn cost_aware_choice(draws: &[Draw], cfg: &AllocConfig) -> Option<f64> {
+    choose(draws, cfg).map(|c| c.0)
+}
+
+fn draws_for(hist: &TaskHistory, x: f64, cfg: &AllocConfig) -> Vec<Draw> {
+    model_draws(&hist.obs, hist.chosen_model(cfg), x, cfg)
+}
+
+/// Simulated cost of the allocation the draws lead to, for a task whose peak is `y`.
+fn simulated_cost(draws: &[Draw], y: f64, cfg: &AllocConfig) -> f64 {
+    match choose(draws, cfg) {
+        Some((a, top, penalty)) => {
+            let a = a * cfg.margin.max(0.0);
+            attempt_cost(a, y, top.max(a), penalty, cfg)
+        }
+        None => y,
+    }
+}
+
+fn finite_positive(v: f64, fallback: f64) -> f64 {
+    if v.is_finite() && v > 0.0 {
+        v
+    } else {
+        fallback
+    }
+}
+
+/// First allocation (bytes) for a task of input size `x`.
+pub fn first_allocation(hist: &TaskHistory, x: f64, cfg: &AllocConfig) -> f64 {
+    let cold = finite_positive(cfg.cold_start_bytes, 4e9);
+    let draws = draws_for(hist, x, cfg);
+    match cost_aware_choice(&draws, cfg) {
+        Some(a) => finite_positive(a * cfg.margin, cold),
+        None => cold,
+    }
+}
+
+/// Next allocation after attempt `attempt` (1-based) was killed at `failed_at` bytes:
+/// the top of the draws (at least `retry_min_step`× the failed cap), or geometric growth
+/// once the cap is above every draw. Always > `failed_at` and finite.
+pub fn retry_allocation(
+    hist: &TaskHistory,
+    x: f64,
+    failed_at: f64,
+    attempt: u32,
+    cfg: &AllocConfig,
+) -> f64 {
+    let failed = finite_positive(failed_at, finite_positive(cfg.cold_start_bytes, 4e9) / 2.0);
+    let draws = draws_for(hist, x, cfg);
+    let top = draws.iter().map(|d| d.value).fold(0.0, f64::max);
+    let next = retry_from(top, failed, attempt, cfg);
+    if next > failed {
+        next
+    } else {
+        failed * 2.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obs(x: f64, y: f64) -> Observation {
+        Observation { x, y, runtime: 1.0 }
+    }
+
+    fn history(points: &[(f64, f64)], cfg: &AllocConfig) -> TaskHistory {
+        let mut h = TaskHistory::new();
+        for &(x, y) in points {
+            h.push(obs(x, y), cfg);
+        }
+        h
+    }
+
+    /// Deterministic pseudo-random numbers in [0, 1) for synthetic histories.
+    fn lcg(seed: &mut u64) -> f64 {
+        *seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (*seed >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    #[test]
+    fn cold_start_is_the_configured_default() {
+        let cfg = AllocConfig::default();
+        let h = TaskHistory::new();
+        assert_eq!(first_allocation(&h, 1e9, &cfg), cfg.cold_start_bytes);
+        let r = retry_allocation(&h, 1e9, cfg.cold_start_bytes, 1, &cfg);
+        assert!(r.is_finite() && r > cfg.cold_start_bytes);
+    }
+
+    #[test]
+    fn cheap_retries_allow_a_low_first_cap() {
+        // Draws 1, 1, 1, 100 with pure wastage: allocating 1 wastes 0 three times and
+        // 1 + (100 − 100) once = 1; allocating 100 wastes 3 × 99 = 297.
+        let cfg = AllocConfig {
+            tail_draws: 0,
+            failure_cost: 0.0,
+            ..AllocConfig::default()
+        };
+        let d: Vec<Draw> = [1.0, 1.0, 1.0, 100.0]
+            .iter()
+            .map(|&v| Draw {
+                value: v,
+                weight: 1.0,
+            })
+            .collect();
+        assert_eq!(cost_aware_choice(&d, &cfg), Some(1.0));
+        // Failing at 50 three times costs 3 × 50 = 150; allocating 100 wastes 50 once.
+        let d: Vec<Draw> = [50.0, 100.0, 100.0, 100.0]
+            .iter()
+            .map(|&v| Draw {
+                value: v,
+                weight: 1.0,
+            })
+            .collect();
+        assert_eq!(cost_aware_choice(&d, &cfg), Some(100.0));
+        assert_eq!(cost_aware_choice(&[], &cfg), None);
+    }
+
+    #[test]
+    fn constant_peaks_are_covered_with_a_small_margin() {
+        let cfg = AllocConfig::default();
+        let pts: Vec<(f64, f64)> = (0..20).map(|i| (1e9 * (i + 1) as f64, 5e9)).collect();
+        let h = history(&pts, &cfg);
+        let a = first_allocation(&h, 3e9, &cfg);
+        assert!(a >= 5e9, "{a}");
+        assert!(a < 5e9 * 1.05, "{a}");
+    }
+
+    #[test]
+    fn size_dependent_model_wins_on_a_linear_task_and_is_clipped() {
+        let cfg = AllocConfig::default();
+        let mut seed = 7;
+        let pts: Vec<(f64, f64)> = (0..40)
+            .map(|_| {
+                let x = 1e9 + 9e9 * lcg(&mut seed);
+                (x, 2.0 * x * (1.0 + 0.02 * lcg(&mut seed)))
+            })
+            .collect();
+        let h = history(&pts, &cfg);
+        assert_ne!(
+            h.chosen_model(&cfg),
+            ModelKind::Empirical,
+            "{:?}",
+            h.scores()
+        );
+        let small = first_allocation(&h, 2e9, &cfg);
+        let large = first_allocation(&h, 9e9, &cfg);
+        assert!(small < large / 3.0, "{small} {large}");
+        // Never extrapolated past the largest input seen.
+        let x_max = pts.iter().map(|p| p.0).fold(0.0, f64::max);
+        let beyond = first_allocation(&h, 100.0 * x_max, &cfg);
+        let at_max = first_allocation(&h, x_max, &cfg);
+        assert_eq!(beyond, at_max);
+    }
+
+    #[test]
+    fn retries_grow_monotonically_and_stay_finite() {
+        let cfg = AllocConfig::default();
+        let mut seed = 42;
+        for case in 0..30 {
+            let n = 1 + case % 25;
+            let pts: Vec<(f64, f64)> = (0..n)
+                .map(|_| {
+                    (
+                        1e8 * (1.0 + 100.0 * lcg(&mut seed)),
+                        1e8 + 1e10 * lcg(&mut seed),
+                    )
+                })
+                .collect();
+            let h = history(&pts, &cfg);
+            let x = 1e9 * lcg(&mut seed);
+            let mut a = first_allocation(&h, x, &cfg);
+            assert!(a.is_finite() && a > 0.0);
+            for attempt in 1..40 {
+                let next = retry_allocation(&h, x, a, attempt, &cfg);
+                assert!(next.is_finite(), "case {case} attempt {attempt}");
+                assert!(next > a, "retry {next} not above the failed cap {a}");
+                a = next;
+                if a == f64::MAX {
+                    break;
+                }
+            }
+            // A larger failed cap never yields a smaller retry.
+            let r1 = retry_allocation(&h, x, 1e9, 1, &cfg);
+            let r2 = retry_allocation(&h, x, 2e9, 1, &cfg);
+            assert!(r2 >= r1 && r2 > 2e9);
+        }
+    }
+
+    #[test]
+    fn garbage_inputs_are_ignored_or_sanitised() {
+        let cfg = AllocConfig::default();
+        let mut h = TaskHistory::new();
+        h.push(obs(f64::NAN, 1e9), &cfg);
+        h.push(obs(1e9, f64::NAN), &cfg);
+        h.push(obs(1e9, -5.0), &cfg);
+        h.push(obs(f64::INFINITY, 2e9), &cfg);
+        assert_eq!(h.len(), 2);
+        for x in [f64::NAN, -1.0, 0.0, f64::INFINITY, 1e12] {
+            let a = first_allocation(&h, x, &cfg);
+            assert!(a.is_finite() && a >= 1e9, "{x} → {a}");
+            let r = retry_allocation(&h, x, f64::NAN, 1, &cfg);
+            assert!(r.is_finite() && r > 0.0);
+        }
+    }
+
+    #[test]
+    fn deterministic() {
+        let cfg = AllocConfig::default();
+        let mut seed = 3;
+        let pts: Vec<(f64, f64)> = (0..30)
+            .map(|_| (1e9 * lcg(&mut seed), 1e9 * (1.0 + lcg(&mut seed))))
+            .collect();
+        let a = first_allocation(&history(&pts, &cfg), 5e8, &cfg);
+        let b = first_allocation(&history(&pts, &cfg), 5e8, &cfg);
+        assert_eq!(a.to_bits(), b.to_bits());
+    }
+
+    #[test]
+    fn config_round_trips_and_fills_defaults() {
+        let cfg = AllocConfig::default();
+        let json = serde_json::to_string(&cfg).unwrap_or_default();
+        let back: AllocConfig = serde_json::from_str(&json).unwrap_or_default();
+        assert_eq!(back, cfg);
+        let partial: AllocConfig =
+            serde_json::from_str(r#"{"failure_cost": 0.5}"#).unwrap_or_default();
+        assert_eq!(partial.failure_cost, 0.5);
+        assert_eq!(partial.models, cfg.models);
+    }
+}
