@@ -106,7 +106,7 @@ impl std::fmt::Debug for Executor {
     }
 }
 
-/// Read the start time (clock ticks since boot) of a process, field 22 of /proc/<pid>/stat.
+/// Read the start time (clock ticks since boot) of a process, field 22 of `/proc/<pid>/stat`.
 pub fn proc_start_ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &stat[stat.rfind(')')? + 2..];
