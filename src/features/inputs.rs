@@ -18,6 +18,40 @@ pub struct InputStats {
     pub count: u32,
 }
 
+/// Numbers given on the command line (`--cells 20000`, `n=5e6`, `1e6`): job sizes passed as
+/// parameters rather than files.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ArgStats {
+    /// How many arguments are numbers.
+    pub count: u32,
+    /// log10 of the largest (numbers below 1 count as 1).
+    pub max_log10: f64,
+    /// Sum of the log10s (the log of their product: rows × columns and the like).
+    pub log10_sum: f64,
+}
+
+/// Numeric arguments of a command (argv[0] excluded; `--k=v` and `k=v` take the value).
+pub fn arg_stats(command: &[OsString]) -> ArgStats {
+    let mut st = ArgStats::default();
+    for arg in command.iter().skip(1).take(MAX_COMMAND_ARGS) {
+        let Some(s) = arg.to_str() else { continue };
+        let v = match s.split_once('=') {
+            Some((_, v)) => v,
+            None => s,
+        };
+        let v = v.replace('_', "");
+        let Ok(x) = v.parse::<f64>() else { continue };
+        if !x.is_finite() || v.starts_with('-') {
+            continue;
+        }
+        let l = x.abs().max(1.0).log10();
+        st.count += 1;
+        st.max_log10 = st.max_log10.max(l);
+        st.log10_sum += l;
+    }
+    st
+}
+
 /// Entries visited per `--input` directory, at most.
 pub const MAX_WALK_ENTRIES: usize = 10_000;
 /// Levels below an `--input` directory that are visited, at most.

@@ -77,7 +77,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use catalog::{feature_key, Catalog, CatalogEntry, CatalogOverride};
-pub use inputs::{input_stats, InputStats, MAX_WALK_DEPTH, MAX_WALK_ENTRIES};
+pub use inputs::{arg_stats, input_stats, ArgStats, InputStats, MAX_WALK_DEPTH, MAX_WALK_ENTRIES};
 pub use lang::{
     detect_language, language_from_extension, resolve_script, runtime_from_command,
     runtime_language, Language,
@@ -364,7 +364,8 @@ pub fn extract(
             .unwrap_or(Language::Other),
     };
     let inputs = input_stats(req.inputs, req.command, req.script)?;
-    let vector = build_vector(catalog, language, scan.as_ref(), &inputs, req.prior);
+    let args = arg_stats(req.command);
+    let vector = build_vector(catalog, language, scan.as_ref(), &inputs, &args, req.prior);
     Ok(Extracted {
         vector,
         scan,
@@ -379,6 +380,7 @@ pub fn build_vector(
     language: Language,
     scan: Option<&ScriptScan>,
     inputs: &InputStats,
+    args: &ArgStats,
     prior: &PriorRuns,
 ) -> FeatureVector {
     let schema = catalog.schema();
@@ -420,6 +422,9 @@ pub fn build_vector(
     v.push(inputs.max_bytes as f64 / MIB);
     v.push(f64::from(inputs.count));
     v.push(total_mb.ln_1p());
+    v.push(f64::from(args.count));
+    v.push(finite_nonneg(args.max_log10));
+    v.push(finite_nonneg(args.log10_sum));
     v.push(f64::from(prior.count));
     for x in [
         prior.last_cpu_s,

@@ -948,6 +948,7 @@ fn no_panic_on_random_bytes() {
             Language::Python,
             Some(&scan),
             &inputs,
+            &ArgStats::default(),
             &prior,
         ));
         let _ = notebook::extract_notebook(&src, false);
@@ -996,4 +997,26 @@ fn no_panic_on_pathological_inputs() {
         "]".repeat(100_000)
     );
     assert!(notebook::extract_notebook(deep.as_bytes(), false).is_err());
+}
+
+#[test]
+fn numeric_arguments_are_features() {
+    let cmd: Vec<OsString> = [
+        "python3",
+        "sim.py",
+        "--cells",
+        "20000",
+        "--genes=1_000",
+        "-v",
+        "n=0.5",
+        "x1",
+    ]
+    .iter()
+    .map(OsString::from)
+    .collect();
+    let a = arg_stats(&cmd);
+    assert_eq!(a.count, 3);
+    assert!((a.max_log10 - 20000f64.log10()).abs() < 1e-12);
+    assert!((a.log10_sum - (20000f64.log10() + 3.0)).abs() < 1e-12);
+    assert_eq!(arg_stats(&cmd[..1]), ArgStats::default());
 }
