@@ -207,3 +207,34 @@ fn stats_reports_accuracy_and_outcomes() {
     assert_eq!(o.status.code(), Some(0));
     assert!(crate::helper::stdout(&o).contains("R²"));
 }
+
+#[test]
+fn manifestly_impossible_job_is_rejected_before_running() {
+    let env = Env::new();
+    let script = env.path("huge.py");
+    let marker = env.path("ran");
+    std::fs::write(
+        &script,
+        format!(
+            "import tensorflow as tf\nopen({:?}, 'w').write('x')\n",
+            marker.display().to_string()
+        ),
+    )
+    .unwrap();
+    // Importing tensorflow alone needs far more than 50 MB.
+    let o = env
+        .cmd()
+        .env("PRESIZE_HOST_BUDGET_MB", "50")
+        .args(["run", "--", "python3"])
+        .arg(&script)
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("rejected") && err.contains("50 MB"), "{err}");
+    assert!(!marker.exists(), "the job ran");
+    let rows = env.rows();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].outcome.as_deref(), Some("rejected"));
+    assert!(rows[0].settled_at.is_some() && rows[0].started_at.is_none());
+}
