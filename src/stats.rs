@@ -16,6 +16,59 @@ pub struct TargetAccuracy {
     pub r2: Option<f64>,
     pub mape: Option<f64>,
     pub median_ape: Option<f64>,
+    /// Share of jobs whose actual stayed at or below the predicted upper bound; compare
+    /// with `nominal_coverage`.
+    pub calibration: Option<f64>,
+    pub nominal_coverage: f64,
+}
+
+/// Settings the impact figures depend on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StatsOptions {
+    /// The static default memory cap (MiB) presize is compared against.
+    pub static_memory_mb: u64,
+    /// Nominal coverage of the upper bounds.
+    pub coverage: f64,
+}
+
+impl Default for StatsOptions {
+    fn default() -> Self {
+        Self {
+            static_memory_mb: 8192,
+            coverage: 0.95,
+        }
+    }
+}
+
+/// What enforcement did, in memory and failures. GB·h here: GiB (1024 MiB) × hours.
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+pub struct Impact {
+    pub oom_kills: usize,
+    pub timeouts: usize,
+    pub rejections: usize,
+    pub lost: usize,
+    /// Attempts run under limits from the prediction.
+    pub enforced_jobs: usize,
+    /// Σ (cap − peak) × wall over enforced attempts; an OOM-killed attempt counts its
+    /// whole cap × wall (the memory was held for nothing).
+    pub slack_gbh: f64,
+    /// Σ (static default − peak) × wall over the same attempts that completed.
+    pub static_slack_gbh: f64,
+    /// `static_slack_gbh − slack_gbh`.
+    pub saved_gbh: f64,
+    pub dry_run: DryRunImpact,
+}
+
+/// Counterfactual for dry-run jobs: what the predicted limits would have done.
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+pub struct DryRunImpact {
+    pub jobs: usize,
+    /// Jobs whose actual peak exceeded the predicted memory limit.
+    pub would_oom: usize,
+    /// Jobs whose actual wall time exceeded the predicted timeout.
+    pub would_timeout: usize,
+    /// Σ (static cap applied − predicted cap) × wall over dry-run jobs that would have fit.
+    pub saved_gbh: f64,
 }
 
 /// Metrics over a set of jobs.
@@ -26,6 +79,7 @@ pub struct Summary {
     pub targets: Vec<TargetAccuracy>,
     /// Share of measured jobs whose actual peak stayed within the predicted memory limit.
     pub cap_coverage: Option<f64>,
+    pub impact: Impact,
 }
 
 /// A summary per group (model version, runtime, job key).
@@ -56,20 +110,30 @@ pub enum GroupBy {
     JobKey,
 }
 
+type Triple = (Option<f64>, Option<f64>, Option<f64>);
+
 fn accuracy(
     rows: &[&JobRecord],
     target: &'static str,
-    f: impl Fn(&JobRecord) -> (Option<f64>, Option<f64>),
+    coverage: f64,
+    f: impl Fn(&JobRecord) -> Triple,
 ) -> TargetAccuracy {
-    let (mut a, mut p) = (Vec::new(), Vec::new());
+    let (mut a, mut p, mut under, mut with_upper) = (Vec::new(), Vec::new(), 0usize, 0usize);
     for r in rows {
         if r.outcome.as_deref() != Some("ok") {
             continue;
         }
-        if let (Some(x), Some(y)) = f(r) {
+        let (x, y, up) = f(r);
+        if let (Some(x), Some(y)) = (x, y) {
             if x.is_finite() && y.is_finite() {
                 a.push(x);
                 p.push(y);
+                if let Some(u) = up.filter(|u| u.is_finite()) {
+                    with_upper += 1;
+                    if x <= u {
+                        under += 1;
+                    }
+                }
             }
         }
     }
@@ -79,25 +143,99 @@ fn accuracy(
         r2: r2(&a, &p),
         mape: mape(&a, &p),
         median_ape: median_ape(&a, &p),
+        calibration: (with_upper > 0).then(|| under as f64 / with_upper as f64),
+        nominal_coverage: coverage,
     }
 }
 
+const MIB_PER_GIB: f64 = 1024.0;
+
+fn impact(rows: &[&JobRecord], opts: &StatsOptions) -> Impact {
+    let mut im = Impact::default();
+    for r in rows {
+        let outcome = r.outcome.as_deref().unwrap_or("");
+        match outcome {
+            "oom_killed" => im.oom_kills += 1,
+            "timed_out" => im.timeouts += 1,
+            "rejected" => im.rejections += 1,
+            "lost" => im.lost += 1,
+            _ => {}
+        }
+        let hours = r
+            .actual_wall_s
+            .filter(|w| w.is_finite() && *w >= 0.0)
+            .map(|w| w / 3600.0);
+        let peak = r.actual_rss_mb.filter(|p| p.is_finite() && *p >= 0.0);
+        if r.dry_run {
+            let (Some(h), Some(peak), Some(pred_cap)) = (hours, peak, r.memory_limit_mb) else {
+                continue;
+            };
+            if !matches!(outcome, "ok" | "failed") {
+                continue;
+            }
+            im.dry_run.jobs += 1;
+            let would_oom = peak > pred_cap as f64;
+            if would_oom {
+                im.dry_run.would_oom += 1;
+            }
+            if let Some(t) = r.timeout_s {
+                if h * 3600.0 > t as f64 {
+                    im.dry_run.would_timeout += 1;
+                }
+            }
+            if !would_oom {
+                let applied = r.applied_memory_mb.unwrap_or(opts.static_memory_mb as i64);
+                im.dry_run.saved_gbh += (applied - pred_cap) as f64 / MIB_PER_GIB * h;
+            }
+            continue;
+        }
+        if !r.enforced {
+            continue;
+        }
+        let (Some(h), Some(cap)) = (hours, r.applied_memory_mb) else {
+            continue;
+        };
+        let cap = cap as f64;
+        match outcome {
+            "oom_killed" => {
+                im.enforced_jobs += 1;
+                im.slack_gbh += cap / MIB_PER_GIB * h;
+            }
+            "ok" | "failed" | "timed_out" => {
+                let Some(peak) = peak else { continue };
+                im.enforced_jobs += 1;
+                im.slack_gbh += (cap - peak).max(0.0) / MIB_PER_GIB * h;
+                if outcome != "timed_out" {
+                    im.static_slack_gbh +=
+                        (opts.static_memory_mb as f64 - peak).max(0.0) / MIB_PER_GIB * h;
+                }
+            }
+            _ => {}
+        }
+    }
+    im.saved_gbh = im.static_slack_gbh - im.slack_gbh;
+    im
+}
+
 /// Summarise a set of settled jobs.
-pub fn summarise(rows: &[&JobRecord]) -> Summary {
+pub fn summarise(rows: &[&JobRecord], opts: &StatsOptions) -> Summary {
     let mut outcomes = BTreeMap::new();
     for r in rows {
         *outcomes
             .entry(r.outcome.clone().unwrap_or_else(|| "unsettled".into()))
             .or_insert(0) += 1;
     }
+    let c = opts.coverage;
     let targets = vec![
-        accuracy(rows, "peak_rss_mb", |r| {
-            (r.actual_rss_mb, r.predicted_rss_mb)
+        accuracy(rows, "peak_rss_mb", c, |r| {
+            (r.actual_rss_mb, r.predicted_rss_mb, r.upper_rss_mb)
         }),
-        accuracy(rows, "wall_seconds", |r| {
-            (r.actual_wall_s, r.predicted_wall_s)
+        accuracy(rows, "wall_seconds", c, |r| {
+            (r.actual_wall_s, r.predicted_wall_s, r.upper_wall_s)
         }),
-        accuracy(rows, "cpu_seconds", |r| (r.actual_cpu_s, r.predicted_cpu_s)),
+        accuracy(rows, "cpu_seconds", c, |r| {
+            (r.actual_cpu_s, r.predicted_cpu_s, r.upper_cpu_s)
+        }),
     ];
     let (mut covered, mut measured) = (0usize, 0usize);
     for r in rows {
@@ -117,10 +255,15 @@ pub fn summarise(rows: &[&JobRecord]) -> Summary {
         outcomes,
         targets,
         cap_coverage: (measured > 0).then(|| covered as f64 / measured as f64),
+        impact: impact(rows, opts),
     }
 }
 
-fn grouped(rows: &[JobRecord], key: impl Fn(&JobRecord) -> String) -> Vec<Group> {
+fn grouped(
+    rows: &[JobRecord],
+    opts: &StatsOptions,
+    key: impl Fn(&JobRecord) -> String,
+) -> Vec<Group> {
     let mut map: BTreeMap<String, Vec<&JobRecord>> = BTreeMap::new();
     for r in rows {
         map.entry(key(r)).or_default().push(r);
@@ -128,26 +271,31 @@ fn grouped(rows: &[JobRecord], key: impl Fn(&JobRecord) -> String) -> Vec<Group>
     map.into_iter()
         .map(|(key, rs)| Group {
             key,
-            summary: summarise(&rs),
+            summary: summarise(&rs, opts),
         })
         .collect()
 }
 
 /// Compute the `stats` report over settled rows.
-pub fn compute(rows: &[JobRecord], window: usize, by: Option<GroupBy>) -> StatsReport {
+pub fn compute(
+    rows: &[JobRecord],
+    window: usize,
+    by: Option<GroupBy>,
+    opts: &StatsOptions,
+) -> StatsReport {
     let all: Vec<&JobRecord> = rows.iter().collect();
     StatsReport {
         window,
-        overall: summarise(&all),
-        by_model_version: grouped(rows, |r| r.model_version.clone()),
+        overall: summarise(&all, opts),
+        by_model_version: grouped(rows, opts, |r| r.model_version.clone()),
         by: by.map(|b| match b {
             GroupBy::Runtime => "runtime".into(),
             GroupBy::JobKey => "job-key".into(),
         }),
         groups: match by {
             None => Vec::new(),
-            Some(GroupBy::Runtime) => grouped(rows, |r| r.runtime.clone()),
-            Some(GroupBy::JobKey) => grouped(rows, |r| r.job_key.clone()),
+            Some(GroupBy::Runtime) => grouped(rows, opts, |r| r.runtime.clone()),
+            Some(GroupBy::JobKey) => grouped(rows, opts, |r| r.job_key.clone()),
         },
     }
 }

@@ -3,7 +3,7 @@
 use super::{fmt_opt, out, out_json};
 use crate::config::Settings;
 use crate::error::Error;
-use crate::stats::{self, GroupBy, Summary};
+use crate::stats::{self, GroupBy, StatsOptions, Summary};
 use crate::store::Store;
 
 /// Arguments of `stats`.
@@ -32,10 +32,10 @@ fn table(title: &str, s: &Summary) -> String {
             .map(|c| format!("{:.1} %", c * 100.0))
             .unwrap_or_else(|| "-".into())
     );
-    t += "  target           n       R²     MAPE   median APE\n";
+    t += "  target           n       R²     MAPE   median APE  ≤ upper (nominal)\n";
     for a in &s.targets {
         t += &format!(
-            "  {:<12} {:>5} {:>8} {:>8} {:>12}\n",
+            "  {:<12} {:>5} {:>8} {:>8} {:>12}  {:>7} ({:.0}%)\n",
             a.target,
             a.n,
             fmt_opt(a.r2, 3),
@@ -45,6 +45,21 @@ fn table(title: &str, s: &Summary) -> String {
             a.median_ape
                 .map(|m| format!("{:.1}%", m * 100.0))
                 .unwrap_or_else(|| "-".into()),
+            a.calibration
+                .map(|m| format!("{:.1}%", m * 100.0))
+                .unwrap_or_else(|| "-".into()),
+            a.nominal_coverage * 100.0,
+        );
+    }
+    let i = &s.impact;
+    t += &format!(
+        "  impact: {} enforced attempts, slack {:.3} GB·h vs {:.3} GB·h under the static default → {:.3} GB·h saved; OOM kills {}, timeouts {}, rejected {}, lost {}\n",
+        i.enforced_jobs, i.slack_gbh, i.static_slack_gbh, i.saved_gbh, i.oom_kills, i.timeouts, i.rejections, i.lost
+    );
+    if i.dry_run.jobs > 0 {
+        t += &format!(
+            "  dry run: {} jobs; under the predicted limits {} would have been OOM-killed, {} timed out; enforcement would have saved {:.3} GB·h\n",
+            i.dry_run.jobs, i.dry_run.would_oom, i.dry_run.would_timeout, i.dry_run.saved_gbh
         );
     }
     t
@@ -58,7 +73,11 @@ pub fn execute(args: Args) -> Result<i32, Error> {
     let settings = Settings::from_env()?;
     let store = Store::open(&settings.db_path)?;
     let rows = store.recent_settled(args.last)?;
-    let report = stats::compute(&rows, args.last, args.by);
+    let opts = StatsOptions {
+        static_memory_mb: settings.policy().default_memory_mb,
+        coverage: settings.file.model.coverage,
+    };
+    let report = stats::compute(&rows, args.last, args.by, &opts);
     if args.json {
         out_json(&report)?;
         return Ok(0);

@@ -5,4 +5,5 @@ mod predict;
 mod replay;
 mod retrain;
 mod run;
+mod stats;
 mod systemd;

@@ -5,7 +5,7 @@ use std::process::Command;
 
 use crate::helper::repo;
 
-fn verify(unit: &str) {
+fn verify(units: &[&str]) {
     if Command::new("systemd-analyze")
         .arg("--version")
         .output()
@@ -15,34 +15,64 @@ fn verify(unit: &str) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(repo(&format!("systemd/{unit}"))).unwrap();
     let bin = env!("CARGO_BIN_EXE_presize");
-    // ExecStart must name an existing executable: point it at the built binary.
-    let text: String = text
-        .lines()
-        .map(|l| {
-            if let Some(rest) = l.strip_prefix("ExecStart=") {
-                let args = rest.split_once(' ').map(|(_, a)| a).unwrap_or("");
-                format!("ExecStart={bin} {args}").trim_end().to_string()
-            } else {
-                l.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    let path = dir.path().join(unit);
-    std::fs::write(&path, text + "\n").unwrap();
+    let mut paths = Vec::new();
+    for unit in units {
+        let text = std::fs::read_to_string(repo(&format!("systemd/{unit}"))).unwrap();
+        // ExecStart must name an existing executable: point it at the built binary.
+        let text: String = text
+            .lines()
+            .map(|l| {
+                if let Some(rest) = l.strip_prefix("ExecStart=") {
+                    let args = rest.split_once(' ').map(|(_, a)| a).unwrap_or("");
+                    format!("ExecStart={bin} {args}").trim_end().to_string()
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let path = dir.path().join(unit);
+        std::fs::write(&path, text + "\n").unwrap();
+        paths.push(path);
+    }
     let o = Command::new("systemd-analyze")
         .args(["verify", "--man=no"])
-        .arg(&path)
+        .args(&paths)
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{unit}: {err}");
-    assert!(err.trim().is_empty(), "{unit}: {err}");
+    assert!(o.status.success(), "{units:?}: {err}");
+    assert!(err.trim().is_empty(), "{units:?}: {err}");
+}
+
+#[test]
+fn retrain_service_and_timer_verify() {
+    verify(&["presize-retrain.service", "presize-retrain.timer"]);
+}
+
+#[test]
+fn a_broken_unit_is_caught() {
+    // The check is real: an unknown key only warns (exit 0), so stderr must be empty.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("broken.service");
+    std::fs::write(
+        &p,
+        "[Service]\nType=oneshot\nExecStart=/bin/true\nFrobnicate=yes\n",
+    )
+    .unwrap();
+    let Ok(o) = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&p)
+        .output()
+    else {
+        eprintln!("skipped: systemd-analyze is not installed");
+        return;
+    };
+    assert!(!String::from_utf8_lossy(&o.stderr).trim().is_empty());
 }
 
 #[test]
 fn executor_unit_verifies() {
-    verify("presize-executor.service");
+    verify(&["presize-executor.service"]);
 }
