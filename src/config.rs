@@ -103,6 +103,22 @@ impl Default for FeaturesConfig {
     }
 }
 
+/// `[store]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSection {
+    /// How long a writer waits for another before failing, in milliseconds.
+    pub busy_timeout_ms: u64,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        Self {
+            busy_timeout_ms: 30_000,
+        }
+    }
+}
+
 /// `[model]` section.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -127,6 +143,7 @@ pub struct ConfigFile {
     pub admission: AdmissionSection,
     pub features: FeaturesConfig,
     pub model: ModelConfig,
+    pub store: StoreSection,
 }
 
 impl ConfigFile {
@@ -251,6 +268,14 @@ impl Settings {
     /// The limits policy in force.
     pub fn policy(&self) -> &Policy {
         &self.file.policy
+    }
+
+    /// Open the database with the configured busy timeout.
+    pub fn open_store(&self) -> Result<crate::store::Store, crate::store::StoreError> {
+        crate::store::Store::open_with_timeout(
+            &self.db_path,
+            std::time::Duration::from_millis(self.file.store.busy_timeout_ms.max(1)),
+        )
     }
 }
 

@@ -13,7 +13,6 @@ use crate::features::{FeatureVector, Schema};
 use crate::model::conformal::{mape, median_ape, pinball_loss};
 use crate::model::trained::{TrainConfig, TrainedModel, TrainingRow, TARGETS};
 use crate::model::{save_model, Prediction, Predictor};
-use crate::store::Store;
 
 /// Relative tolerance of "not worse" (2 %: holdout noise must not block a promotion).
 pub const NOT_WORSE_TOLERANCE: f64 = 0.02;
@@ -164,7 +163,7 @@ pub fn retrain(
     opts: &RetrainOptions,
     progress: &mut dyn FnMut(&str),
 ) -> Result<RetrainReport, Error> {
-    let mut store = Store::open(&settings.db_path)?;
+    let mut store = settings.open_store()?;
     let rows = store.training_rows()?;
     let mut report = RetrainReport {
         status: "not_enough_rows",

@@ -257,7 +257,7 @@ pub fn run(
         .ok_or(executor::ExecError::EmptyCommand)?;
     executor::resolve_program(program)?;
     let exec = Executor::new(settings.file.executor.cgroup)?;
-    let mut store = Store::open(&settings.db_path)?;
+    let mut store = settings.open_store()?;
     recover_orphans(&mut store, &exec)?;
     let _ = Predictor::seed_model_dir(&settings.model_dir);
     let (predictor, warnings) = Predictor::load(&settings.model_dir);

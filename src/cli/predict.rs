@@ -12,7 +12,6 @@ use crate::job::JobSpec;
 use crate::model::{Bounds, Predictor, Source};
 use crate::policy::{Decision, Limits};
 use crate::runner;
-use crate::store::Store;
 
 /// Arguments of `predict`.
 #[derive(Debug, clap::Args)]
@@ -69,7 +68,7 @@ pub fn report(args: &Args, settings: &Settings) -> Result<PredictReport, Error> 
     let (predictor, mut warnings) = Predictor::load(&settings.model_dir);
     // Earlier runs of the job are features; read them only if a database already exists.
     let store = if settings.db_path.is_file() {
-        match Store::open(&settings.db_path) {
+        match settings.open_store() {
             Ok(s) => Some(s),
             Err(e) => {
                 warnings.push(format!("{e}; predicting without earlier runs"));

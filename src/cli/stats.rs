@@ -4,7 +4,6 @@ use super::{fmt_opt, out, out_json};
 use crate::config::Settings;
 use crate::error::Error;
 use crate::stats::{self, GroupBy, StatsOptions, Summary};
-use crate::store::Store;
 
 /// Arguments of `stats`.
 #[derive(Debug, clap::Args)]
@@ -71,7 +70,7 @@ pub fn execute(args: Args) -> Result<i32, Error> {
         return Err(Error::Usage("--last must be at least 1".into()));
     }
     let settings = Settings::from_env()?;
-    let store = Store::open(&settings.db_path)?;
+    let store = settings.open_store()?;
     let rows = store.recent_settled(args.last)?;
     let opts = StatsOptions {
         static_memory_mb: settings.policy().default_memory_mb,

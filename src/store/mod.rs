@@ -233,8 +233,14 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Open (creating if needed, 0700 directory / 0600 file) and migrate the database.
+    /// Open (creating if needed, 0700 directory / 0600 file) and migrate the database,
+    /// waiting up to [`BUSY_TIMEOUT`] for other writers.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with_timeout(path, BUSY_TIMEOUT)
+    }
+
+    /// [`Store::open`] with an explicit busy timeout.
+    pub fn open_with_timeout(path: &Path, busy_timeout: Duration) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             create_private_dir(dir).map_err(|source| StoreError::Dir {
                 path: dir.to_owned(),
@@ -266,7 +272,7 @@ impl Store {
             reason: e.to_string(),
         };
         let mut conn = Connection::open(path).map_err(open_err)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        conn.busy_timeout(busy_timeout).map_err(open_err)?;
         prepare(&mut conn, path)?;
         Ok(Store {
             conn,

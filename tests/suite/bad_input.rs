@@ -1,124 +1,432 @@
-//! Bad input: one-line error, documented exit code, no panic, store unchanged.
+//! The bad-input matrix: every case gets a one-line error naming the problem (or the right
+//! outcome for a job), the documented exit code, no panic, and the store's earlier rows
+//! intact (`PRAGMA integrity_check` = ok).
 
-use crate::helper::{assert_clean_error, fixture, Env};
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
 
-/// Seed the store with one settled row so "unchanged" means something.
-fn seeded() -> Env {
-    let env = Env::new();
-    let o = env.run(&["run", "-q", "--", "true"]);
-    assert_eq!(o.status.code(), Some(0), "{}", crate::helper::stderr(&o));
-    assert_eq!(env.count(), 1);
-    env
+use presize::features::{Catalog, Schema};
+use presize::job::Outcome;
+use presize::model::trained::{TrainConfig, TrainedModel, TrainingRow};
+
+use crate::helper::{assert_clean_error, fixture, stderr, Env};
+
+enum Expect {
+    /// One-line error, this exit code, mentioning this text.
+    Error(i32, &'static str),
+    /// This exit code; stderr contains this text (if given); the job's row has this outcome.
+    Job(i32, Option<&'static str>, Option<&'static str>),
 }
 
-#[test]
-fn bad_scripts_exit_2_and_leave_the_store_alone() {
-    let env = seeded();
-    let dir = env.path("adir");
-    std::fs::create_dir(&dir).unwrap();
-    let bin = env.path("blob.py");
-    std::fs::write(&bin, b"import os\n\x00\x01\x02binary").unwrap();
-    let missing = env.path("missing.py");
-    let malformed = fixture("malformed.ipynb");
-    let cases: Vec<(Vec<String>, &str)> = vec![
-        (
-            vec!["predict".into(), missing.display().to_string()],
-            "missing.py",
+struct Case {
+    name: &'static str,
+    make: Box<dyn Fn(&Env) -> Command>,
+    expect: Expect,
+    /// The case breaks the database itself: skip the "earlier rows intact" check.
+    breaks_db: bool,
+}
+
+fn case(name: &'static str, expect: Expect, make: impl Fn(&Env) -> Command + 'static) -> Case {
+    Case {
+        name,
+        make: Box::new(make),
+        expect,
+        breaks_db: false,
+    }
+}
+
+fn predict(env: &Env, script: &str) -> Command {
+    let mut c = env.cmd();
+    c.args(["predict", "--json", script]);
+    c
+}
+
+fn run(env: &Env, args: &[&str]) -> Command {
+    let mut c = env.cmd();
+    c.arg("run").args(args);
+    c
+}
+
+fn file(env: &Env, name: &str, bytes: &[u8]) -> String {
+    let p = env.path(name);
+    std::fs::write(&p, bytes).unwrap();
+    p.display().to_string()
+}
+
+/// A real trained model file in the env's model dir, promoted; returns its path.
+fn model_file(env: &Env) -> std::path::PathBuf {
+    let schema = Arc::new(Schema::for_catalog(&Catalog::builtin()));
+    let rows: Vec<TrainingRow> = (0..60)
+        .map(|i| {
+            let mut f = BTreeMap::new();
+            f.insert("lang_python".to_string(), 1.0);
+            f.insert("input_total_mb".to_string(), (i % 10) as f64);
+            TrainingRow {
+                id: i,
+                features: f,
+                outcome: Outcome::Ok,
+                cpu_s: Some(1.0 + (i % 10) as f64),
+                rss_mb: Some(50.0 + 5.0 * (i % 10) as f64),
+                wall_s: Some(1.0 + (i % 10) as f64),
+                memory_cap_mb: None,
+                timeout_s: None,
+            }
+        })
+        .collect();
+    let m = TrainedModel::train(
+        &rows,
+        &schema,
+        &TrainConfig::default(),
+        "gbt-fixture".into(),
+        &mut |_| {},
+    )
+    .unwrap();
+    presize::model::save_model(&env.models, &m, true).unwrap()
+}
+
+fn cases() -> Vec<Case> {
+    let py = fixture("analysis.py").display().to_string();
+    let mut v = vec![
+        case("missing script", Expect::Error(2, "missing.py"), |e| {
+            predict(e, &e.path("missing.py").display().to_string())
+        }),
+        case("script is a directory", Expect::Error(2, "adir"), |e| {
+            std::fs::create_dir_all(e.path("adir")).unwrap();
+            predict(e, &e.path("adir").display().to_string())
+        }),
+        case("binary script", Expect::Error(2, "blob.py"), |e| {
+            predict(e, &file(e, "blob.py", b"\x7fELF\x00\x01\x02\x00binary"))
+        }),
+        case("empty script", Expect::Job(0, None, None), |e| {
+            predict(e, &file(e, "empty.py", b""))
+        }),
+        case("non-UTF-8 script", Expect::Job(0, None, None), |e| {
+            predict(
+                e,
+                &file(e, "latin1.py", b"# caf\xe9\nimport numpy\n\xff\xfe = 1\n"),
+            )
+        }),
+        case("100 MB script", Expect::Job(0, None, None), |e| {
+            let line = b"x = [i for i in range(10)]  # filler line\n";
+            let body: Vec<u8> = line.repeat(100 * 1024 * 1024 / line.len());
+            predict(e, &file(e, "huge.py", &body))
+        }),
+        case(
+            "NUL bytes past the sniffed head",
+            Expect::Job(0, None, None),
+            |e| {
+                let mut body = b"import pandas\n".repeat(1000);
+                body.extend_from_slice(b"s = '\x00\x00'\n");
+                predict(e, &file(e, "nul.py", &body))
+            },
         ),
-        (vec!["predict".into(), dir.display().to_string()], "adir"),
-        (vec!["predict".into(), bin.display().to_string()], "blob.py"),
-        (
-            vec!["predict".into(), malformed.display().to_string()],
-            "malformed.ipynb",
+        case("1 MB single line", Expect::Job(0, None, None), |e| {
+            let mut body = b"x = ".to_vec();
+            body.extend(b"1+".repeat(512 * 1024));
+            body.extend_from_slice(b"1\n");
+            predict(e, &file(e, "oneline.py", &body))
+        }),
+        case(
+            "malformed notebook",
+            Expect::Error(2, "malformed.ipynb"),
+            |e| predict(e, &fixture("malformed.ipynb").display().to_string()),
         ),
-        (
-            vec![
-                "run".into(),
-                "--".into(),
-                "python3".into(),
-                missing.display().to_string(),
-            ],
-            "missing.py",
+        case(
+            "notebook without code cells",
+            Expect::Job(0, None, None),
+            |e| {
+                predict(
+                e,
+                &file(e, "prose.ipynb", br##"{"cells":[{"cell_type":"markdown","source":["# hi"]}],"metadata":{},"nbformat":4,"nbformat_minor":5}"##),
+            )
+            },
         ),
-        (
-            vec![
-                "run".into(),
-                "--".into(),
-                "python3".into(),
-                bin.display().to_string(),
-            ],
-            "blob.py",
+        case(
+            "Rmd with an unterminated chunk",
+            Expect::Job(0, None, None),
+            |e| {
+                predict(
+                    e,
+                    &file(
+                        e,
+                        "open.Rmd",
+                        b"text\n```{r}\nlibrary(data.table)\nx <- 1\n",
+                    ),
+                )
+            },
         ),
-        (
-            vec![
-                "run".into(),
-                "--".into(),
-                "python3".into(),
-                malformed.display().to_string(),
-            ],
-            "malformed.ipynb",
+        case("--input missing", Expect::Error(2, "nope.csv"), move |e| {
+            let mut c = e.cmd();
+            c.args([
+                "predict",
+                "--input",
+                &e.path("nope.csv").display().to_string(),
+                &py,
+            ]);
+            c
+        }),
+        case("--input is a FIFO", Expect::Error(2, "fifo"), |e| {
+            let p = e.path("fifo");
+            let ok = Command::new("mkfifo").arg(&p).status().unwrap().success();
+            assert!(ok);
+            run(e, &["--input", &p.display().to_string(), "--", "true"])
+        }),
+        case(
+            "PRESIZE_DRY_RUN=maybe",
+            Expect::Error(2, "PRESIZE_DRY_RUN"),
+            |e| {
+                let mut c = run(e, &["--", "true"]);
+                c.env("PRESIZE_DRY_RUN", "maybe");
+                c
+            },
         ),
-        (vec!["run".into()], "no command"),
-        (vec!["run".into(), "--".into()], "no command"),
-        (
-            vec!["run".into(), "--".into(), "no-such-program-xyz".into()],
-            "no-such-program-xyz",
+        case(
+            "PRESIZE_HOST_BUDGET_MB=-5",
+            Expect::Error(2, "PRESIZE_HOST_BUDGET_MB"),
+            |e| {
+                let mut c = run(e, &["--", "true"]);
+                c.env("PRESIZE_HOST_BUDGET_MB", "-5");
+                c
+            },
         ),
-        (
-            vec!["run".into(), "--".into(), dir.display().to_string()],
-            "directory",
+        case(
+            "PRESIZE_HOST_BUDGET_MB=abc",
+            Expect::Error(2, "PRESIZE_HOST_BUDGET_MB"),
+            |e| {
+                let mut c = run(e, &["--", "true"]);
+                c.env("PRESIZE_HOST_BUDGET_MB", "abc");
+                c
+            },
         ),
-        (
-            vec![
-                "run".into(),
-                "--input".into(),
-                env.path("nope.csv").display().to_string(),
-                "--".into(),
-                "true".into(),
-            ],
-            "nope.csv",
+        case("unparsable config", Expect::Error(2, "config"), |e| {
+            let p = file(e, "bad.toml", b"[policy\n");
+            let mut c = run(e, &["--", "true"]);
+            c.env("PRESIZE_CONFIG", p);
+            c
+        }),
+        case("unknown config key", Expect::Error(2, "mem_hedroom"), |e| {
+            let p = file(e, "typo.toml", b"[policy]\nmem_hedroom = 3\n");
+            let mut c = run(e, &["--", "true"]);
+            c.env("PRESIZE_CONFIG", p);
+            c
+        }),
+        case(
+            "corrupt model file",
+            Expect::Job(0, Some("unreadable"), None),
+            |e| {
+                let p = model_file(e);
+                std::fs::write(p, b"\x00\x01garbage").unwrap();
+                run(e, &["--", "true"])
+            },
+        ),
+        case(
+            "truncated model file",
+            Expect::Job(0, Some("unreadable"), None),
+            |e| {
+                let p = model_file(e);
+                let text = std::fs::read(&p).unwrap();
+                std::fs::write(&p, &text[..text.len() / 3]).unwrap();
+                run(e, &["--", "true"])
+            },
+        ),
+        case(
+            "model of another feature schema",
+            Expect::Job(0, Some("schema"), None),
+            |e| {
+                let p = model_file(e);
+                let text = std::fs::read_to_string(&p).unwrap();
+                let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+                let hash = v["schema"]["hash"].as_str().unwrap().to_string();
+                std::fs::write(&p, text.replace(&hash, "0123456789abcdef")).unwrap();
+                run(e, &["--", "true"])
+            },
+        ),
+        case(
+            "model of a future format",
+            Expect::Job(0, Some("format version"), None),
+            |e| {
+                let p = model_file(e);
+                let text = std::fs::read_to_string(&p).unwrap();
+                std::fs::write(
+                    &p,
+                    text.replacen("\"format_version\":1", "\"format_version\":7", 1),
+                )
+                .unwrap();
+                run(e, &["--", "true"])
+            },
+        ),
+        case(
+            "command does not exist",
+            Expect::Error(2, "no-such-program-xyz"),
+            |e| run(e, &["--", "no-such-program-xyz"]),
+        ),
+        case(
+            "command is a directory",
+            Expect::Error(2, "directory"),
+            |e| {
+                std::fs::create_dir_all(e.path("bindir")).unwrap();
+                run(e, &["--", &e.path("bindir").display().to_string()])
+            },
+        ),
+        case(
+            "command is not executable",
+            Expect::Error(2, "not executable"),
+            |e| run(e, &["--", &file(e, "noexec.sh", b"#!/bin/sh\necho hi\n")]),
+        ),
+        case("empty command", Expect::Error(2, "no command"), |e| {
+            run(e, &["--"])
+        }),
+        case(
+            "job writes 1 GB to stdout",
+            Expect::Job(0, None, Some("ok")),
+            |e| run(e, &["-q", "--", "head", "-c", "1073741824", "/dev/zero"]),
+        ),
+        case(
+            "job closes stdout early",
+            Expect::Job(0, None, Some("ok")),
+            |e| run(e, &["-q", "--", "sh", "-c", "exec >&-; sleep 0.1; exit 0"]),
+        ),
+        case(
+            "job dies by a signal",
+            Expect::Job(128 + 9, None, Some("failed")),
+            |e| run(e, &["-q", "--", "sh", "-c", "kill -KILL $$"]),
+        ),
+        case(
+            "job ignores SIGTERM",
+            Expect::Job(124, None, Some("timed_out")),
+            |e| {
+                let p = file(e, "grace.toml", b"[policy]\ngrace_period_s = 1\n");
+                let mut c = run(
+                    e,
+                    &[
+                        "-q",
+                        "--timeout",
+                        "1",
+                        "--",
+                        "sh",
+                        "-c",
+                        "trap '' TERM; sleep 30",
+                    ],
+                );
+                c.env("PRESIZE_CONFIG", p);
+                c
+            },
         ),
     ];
-    for (args, mention) in cases {
-        let o = env.cmd().args(&args).output().unwrap();
-        assert_clean_error(&o, 2, mention);
+    let mut db_cases = vec![
+        case(
+            "DB in a missing directory",
+            Expect::Job(0, None, None),
+            |e| {
+                let mut c = run(e, &["-q", "--", "true"]);
+                c.env("PRESIZE_DB", e.path("new/deeper/p.db"));
+                c
+            },
+        ),
+        case(
+            "DB path under a regular file",
+            Expect::Error(4, "hostname"),
+            |e| {
+                let mut c = run(e, &["--", "true"]);
+                c.env("PRESIZE_DB", "/etc/hostname/p.db");
+                c
+            },
+        ),
+        case(
+            "DB in a read-only filesystem",
+            Expect::Error(4, "/proc"),
+            |e| {
+                let mut c = run(e, &["--", "true"]);
+                c.env("PRESIZE_DB", "/proc/presize-test.db");
+                c
+            },
+        ),
+        case("corrupt DB file", Expect::Error(4, "corrupt.db"), |e| {
+            let p = file(e, "corrupt.db", &[0x5a; 8192]);
+            let mut c = run(e, &["--", "true"]);
+            c.env("PRESIZE_DB", p);
+            c
+        }),
+        case(
+            "DB locked longer than the busy timeout",
+            Expect::Error(4, "locked"),
+            |e| {
+                let cfg = file(e, "short.toml", b"[store]\nbusy_timeout_ms = 300\n");
+                // Another process holds the write lock for 3 s.
+                let db = e.db.display().to_string();
+                Command::new("python3")
+                .args([
+                    "-c",
+                    "import sqlite3,sys,time; c=sqlite3.connect(sys.argv[1], isolation_level=None); \
+                     c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(3)",
+                    &db,
+                ])
+                .stdout(Stdio::piped())
+                .spawn()
+                .map(|mut ch| {
+                    use std::io::Read;
+                    let mut buf = [0u8; 6];
+                    let _ = ch.stdout.as_mut().unwrap().read_exact(&mut buf);
+                    std::mem::forget(ch);
+                })
+                .unwrap();
+                let mut c = run(e, &["--", "true"]);
+                c.env("PRESIZE_CONFIG", cfg);
+                c
+            },
+        ),
+    ];
+    for c in &mut db_cases {
+        c.breaks_db = true;
     }
-    assert_eq!(env.count(), 1, "the store changed");
-    assert!(env.integrity_ok());
+    v.extend(db_cases);
+    v
 }
 
 #[test]
-fn invalid_environment_values() {
-    let env = seeded();
-    for (k, v) in [
-        ("PRESIZE_DRY_RUN", "maybe"),
-        ("PRESIZE_HOST_BUDGET_MB", "-5"),
-        ("PRESIZE_HOST_BUDGET_MB", "abc"),
-    ] {
-        let o = env
-            .cmd()
-            .env(k, v)
-            .args(["run", "--", "true"])
-            .output()
-            .unwrap();
-        assert_clean_error(&o, 2, k);
+fn bad_input_matrix() {
+    let cases = cases();
+    assert!(cases.len() >= 25, "only {} cases", cases.len());
+    for c in cases {
+        let env = Env::new();
+        // An earlier, settled row that must survive every case.
+        let o = env.run(&["run", "-q", "--job-key", "earlier", "--", "true"]);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}: seeding: {}",
+            c.name,
+            stderr(&o)
+        );
+        let before = env.rows();
+        let mut cmd = (c.make)(&env);
+        let o = cmd.stdout(Stdio::null()).output().unwrap();
+        let err = stderr(&o);
+        assert!(!err.contains("panicked"), "{}: panic: {err}", c.name);
+        match c.expect {
+            Expect::Error(code, mention) => {
+                eprintln!("case {:?}: {}", c.name, err.trim());
+                assert_clean_error(&o, code, mention);
+            }
+            Expect::Job(code, mention, outcome) => {
+                assert_eq!(o.status.code(), Some(code), "{}: {err}", c.name);
+                if let Some(m) = mention {
+                    assert!(err.contains(m), "{}: {err:?} lacks {m:?}", c.name);
+                }
+                if let Some(want) = outcome {
+                    let rows = env.rows();
+                    let last = rows.last().unwrap();
+                    assert_eq!(last.outcome.as_deref(), Some(want), "{}", c.name);
+                }
+            }
+        }
+        if !c.breaks_db {
+            let after = env.rows();
+            assert!(after.len() >= before.len(), "{}: rows lost", c.name);
+            assert_eq!(after[0].outcome, before[0].outcome, "{}", c.name);
+            assert_eq!(after[0].settled_at, before[0].settled_at, "{}", c.name);
+            assert!(env.integrity_ok(), "{}: integrity", c.name);
+        }
     }
-    std::fs::write(&env.config, "[policy]\nmem_hedroom = 3\n").unwrap();
-    let o = env.run(&["run", "--", "true"]);
-    assert_clean_error(&o, 2, "mem_hedroom");
-    std::fs::write(&env.config, "[policy\n").unwrap();
-    let o = env.run(&["stats"]);
-    assert_clean_error(&o, 2, "config");
-    assert_eq!(env.count(), 1);
-}
-
-#[test]
-fn store_errors_exit_4() {
-    let env = Env::new();
-    std::fs::create_dir_all(env.db.parent().unwrap()).unwrap();
-    std::fs::write(&env.db, vec![0x5a; 4096]).unwrap();
-    let o = env.run(&["run", "--", "true"]);
-    assert_clean_error(&o, 4, "presize.db");
-    let o = env.run(&["stats"]);
-    assert_clean_error(&o, 4, "presize.db");
 }
