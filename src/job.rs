@@ -24,6 +24,8 @@ pub struct JobSpec {
     pub priority: Priority,
     /// Working directory of the job (default: inherited).
     pub cwd: Option<PathBuf>,
+    /// Run the job as this user (name or uid; presize must be root); default: presize's own.
+    pub user: Option<String>,
 }
 
 /// Admission priority of a job.

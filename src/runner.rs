@@ -256,6 +256,12 @@ pub fn run(
         .first()
         .ok_or(executor::ExecError::EmptyCommand)?;
     executor::resolve_program(program)?;
+    let run_as = spec
+        .user
+        .as_deref()
+        .map(executor::user::RunAs::resolve)
+        .transpose()
+        .map_err(executor::ExecError::from)?;
     let exec = Executor::new(settings.file.executor.cgroup)?;
     let mut store = settings.open_store()?;
     recover_orphans(&mut store, &exec)?;
@@ -375,6 +381,7 @@ pub fn run(
             pids_max: (settings.file.executor.pids_max > 0)
                 .then_some(settings.file.executor.pids_max),
             cgroup_name: format!("{CGROUP_PREFIX}{my_pid}-{id}"),
+            run_as: run_as.clone(),
         };
         let reservation = match Admission::new(store.conn_mut(), host.clone(), admission.clone())
             .acquire(

@@ -119,12 +119,13 @@ pub fn report(args: &Args, settings: &Settings) -> Result<PredictReport, Error> 
 pub fn execute(args: Args) -> Result<i32, Error> {
     let settings = Settings::from_env()?;
     let r = report(&args, &settings)?;
+    // Warnings go to stderr in both modes (with --json they are also in the document).
+    for w in &r.warnings {
+        eprintln!("presize: warning: {w}");
+    }
     if args.json {
         out_json(&r)?;
         return Ok(0);
-    }
-    for w in &r.warnings {
-        eprintln!("presize: warning: {w}");
     }
     let mut s = String::new();
     s += &format!(

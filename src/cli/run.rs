@@ -36,6 +36,9 @@ pub struct Args {
     /// The caller's own id for this analysis, stored with the record.
     #[arg(long, value_name = "ID")]
     pub analysis_id: Option<String>,
+    /// Run the job as this user (name or uid); presize must run as root.
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
     /// Print nothing of presize's own on stderr except errors.
     #[arg(long, short)]
     pub quiet: bool,
@@ -59,6 +62,7 @@ pub fn execute(args: Args) -> Result<i32, Error> {
         analysis_id: args.analysis_id,
         priority: args.priority,
         cwd: None,
+        user: args.user,
     };
     let opts = RunOptions {
         dry_run: args.dry_run,

@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod cgroup;
+pub mod user;
 
 use std::ffi::OsString;
 use std::io;
@@ -37,6 +38,8 @@ pub enum ExecError {
     Wait(io::Error),
     #[error("cannot start the async runtime: {0}")]
     Runtime(io::Error),
+    #[error(transparent)]
+    User(#[from] user::UserError),
 }
 
 impl ExecError {
@@ -58,6 +61,8 @@ pub struct ExecRequest {
     pub memory_limit_mb: Option<u64>,
     pub timeout: Duration,
     pub grace: Duration,
+    /// Run the job as this user (root only); `None` keeps presize's own user.
+    pub run_as: Option<user::RunAs>,
     pub pids_max: Option<u64>,
     /// Cgroup directory name (sanitised id).
     pub cgroup_name: String,
@@ -265,15 +270,26 @@ impl Executor {
         if let Some(dir) = &req.cwd {
             cmd.current_dir(dir);
         }
+        if let Some(who) = &req.run_as {
+            cmd.env("HOME", &who.home)
+                .env("USER", &who.name)
+                .env("LOGNAME", &who.name);
+        }
         let fds: Vec<i32> = cg.procs_fds().to_vec();
-        // SAFETY: the closure only calls write(2) on pre-opened descriptors (async-signal-safe,
-        // no allocation), so the child joins its cgroups before exec and before it can fork.
+        let run_as = req.run_as.clone();
+        // SAFETY: the closure only calls write(2) on pre-opened descriptors and
+        // setgroups/setgid/setuid on data prepared before the fork (async-signal-safe, no
+        // allocation), so the child joins its cgroups before exec and before it can fork,
+        // and drops to the job's user only after that.
         unsafe {
             cmd.pre_exec(move || {
                 for &fd in &fds {
                     if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
                         return Err(io::Error::last_os_error());
                     }
+                }
+                if let Some(who) = &run_as {
+                    who.apply_in_child()?;
                 }
                 Ok(())
             });

@@ -32,7 +32,7 @@ pub enum StoreError {
     Open { path: PathBuf, reason: String },
     #[error("database {path} could not be migrated: {reason}")]
     Migrate { path: PathBuf, reason: String },
-    #[error("database error while {what}: {source}")]
+    #[error("database error while {what}: {source}{}", hint(source))]
     Query {
         what: &'static str,
         source: rusqlite::Error,
@@ -42,6 +42,38 @@ pub enum StoreError {
 fn q(what: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
     move |source| StoreError::Query { what, source }
 }
+
+/// What to do about a busy database (the one error a user can act on).
+fn hint(e: &rusqlite::Error) -> &'static str {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+            " (another process held the write lock longer than the busy timeout; retry, or raise [store] busy_timeout_ms)"
+        }
+        _ => "",
+    }
+}
+
+/// Crash-test hook, compiled into debug builds only: with `PRESIZE_FAILPOINT=<name>:<ms>`,
+/// a write transaction named `<name>` announces itself on stderr and sleeps `<ms>` before
+/// it commits, so a test can `kill -9` the process inside an open write transaction.
+#[cfg(debug_assertions)]
+fn failpoint(name: &str) {
+    let Some(spec) = std::env::var_os("PRESIZE_FAILPOINT") else {
+        return;
+    };
+    let spec = spec.to_string_lossy();
+    if let Some((n, ms)) = spec.split_once(':') {
+        if n == name {
+            let ms: u64 = ms.parse().unwrap_or(0);
+            eprintln!("presize: failpoint {name}: in transaction");
+            std::thread::sleep(Duration::from_millis(ms));
+        }
+    }
+}
+
+#[cfg(not(debug_assertions))]
+#[inline(always)]
+fn failpoint(_name: &str) {}
 
 /// Current time as RFC 3339 UTC with milliseconds.
 pub fn now_rfc3339() -> String {
@@ -354,6 +386,7 @@ impl Store {
         )
         .map_err(q("recording a prediction"))?;
         let id = tx.last_insert_rowid();
+        failpoint("insert");
         tx.commit().map_err(q("committing a prediction"))?;
         Ok(id)
     }
@@ -382,6 +415,7 @@ impl Store {
             ],
         )
         .map_err(q("recording a start"))?;
+        failpoint("start");
         tx.commit().map_err(q("committing a start"))
     }
 
@@ -412,6 +446,7 @@ impl Store {
                 ],
             )
             .map_err(q("settling a job"))?;
+        failpoint("settle");
         tx.commit().map_err(q("committing a settlement"))?;
         Ok(n == 1)
     }

@@ -214,3 +214,39 @@ pub fn cgroups_available() -> Result<(), String> {
         Err("no cgroup memory controller mounted".into())
     }
 }
+
+/// True when the cgroup tests can run here; otherwise prints why and returns false, or panics
+/// when `PRESIZE_REQUIRE_CGROUP_TESTS=1` (CI as root must not skip them).
+pub fn cgroup_tests_can_run() -> bool {
+    match cgroups_available() {
+        Ok(()) => true,
+        Err(why) => {
+            if std::env::var_os("PRESIZE_REQUIRE_CGROUP_TESTS").is_some_and(|v| v == "1") {
+                panic!("cgroup tests required but cannot run: {why}");
+            }
+            eprintln!("skipped: {why}");
+            false
+        }
+    }
+}
+
+/// Every directory under /sys/fs/cgroup whose name starts with `prefix`.
+pub fn cgroup_dirs(prefix: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![Path::new("/sys/fs/cgroup").to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                if e.file_name().to_string_lossy().starts_with(prefix) {
+                    found.push(p.display().to_string());
+                }
+                stack.push(p);
+            }
+        }
+    }
+    found
+}

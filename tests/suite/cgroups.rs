@@ -1,42 +1,16 @@
 //! Real-kernel tests of the cgroup executor. They need root and a cgroup memory
 //! controller; elsewhere they print why they skipped (CI here is root with cgroup v1).
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::helper::{cgroups_available, process_gone, stderr, Env};
+use crate::helper::{cgroup_dirs, process_gone, stderr, Env};
 
 macro_rules! require_cgroups {
     () => {
-        if let Err(why) = cgroups_available() {
-            if std::env::var_os("PRESIZE_REQUIRE_CGROUP_TESTS").is_some_and(|v| v == "1") {
-                panic!("cgroup tests required but cannot run: {why}");
-            }
-            eprintln!("skipped: {why}");
+        if !crate::helper::cgroup_tests_can_run() {
             return;
         }
     };
-}
-
-/// Every directory under /sys/fs/cgroup whose name starts with `prefix`.
-fn cgroup_dirs(prefix: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut stack = vec![Path::new("/sys/fs/cgroup").to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                if e.file_name().to_string_lossy().starts_with(prefix) {
-                    found.push(p.display().to_string());
-                }
-                stack.push(p);
-            }
-        }
-    }
-    found
 }
 
 #[test]

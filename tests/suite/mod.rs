@@ -1,9 +1,12 @@
 mod admission;
 mod bad_input;
 mod cgroups;
+mod concurrency;
+mod crash;
 mod predict;
 mod replay;
 mod retrain;
 mod run;
+mod security;
 mod stats;
 mod systemd;
