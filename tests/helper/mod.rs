@@ -77,6 +77,13 @@ impl Env {
             .unwrap_or(0)
     }
 
+    /// Reservations held in the admission ledger (waiting or running).
+    pub fn reservations(&self) -> i64 {
+        self.conn()
+            .query_row("SELECT count(*) FROM reservation", [], |r| r.get(0))
+            .expect("count reservations")
+    }
+
     pub fn integrity_ok(&self) -> bool {
         let s: String = self
             .conn()

@@ -78,10 +78,7 @@ fn jobs_over_budget_never_overlap() {
             assert!(!overlap, "{} and {} overlapped", a.0, b.0);
         }
     }
-    let left: i64 = env
-        .conn()
-        .query_row("SELECT count(*) FROM reservation", [], |r| r.get(0))
-        .unwrap();
+    let left = env.reservations();
     assert_eq!(left, 0, "reservations left behind");
 }
 
@@ -149,10 +146,7 @@ fn killed_waiters_reservation_is_reclaimed() {
         "the dead waiter blocked the queue"
     );
     a.wait_with_output().unwrap();
-    let left: i64 = env
-        .conn()
-        .query_row("SELECT count(*) FROM reservation", [], |r| r.get(0))
-        .unwrap();
+    let left = env.reservations();
     assert_eq!(left, 0);
 }
 

@@ -80,10 +80,7 @@ fn sixteen_concurrent_runs_times_five_rounds_settle_80_rows_within_budget() {
         most = most.max(running);
     }
     assert!(most >= 2, "jobs never ran concurrently (most {most})");
-    let held: i64 = env
-        .conn()
-        .query_row("SELECT count(*) FROM reservation", [], |r| r.get(0))
-        .unwrap();
+    let held = env.reservations();
     assert_eq!(held, 0);
     assert!(env.integrity_ok());
 }

@@ -55,10 +55,7 @@ fn kill_9_of_presize_leaves_nothing_behind_after_the_next_start() {
     if cgroups {
         assert!(!cgroup_dirs(&prefix).is_empty(), "the job has no cgroup");
     }
-    let held: i64 = env
-        .conn()
-        .query_row("SELECT count(*) FROM reservation", [], |r| r.get(0))
-        .unwrap();
+    let held = env.reservations();
     assert_eq!(held, 1);
 
     sigkill(&mut presize);
@@ -85,10 +82,7 @@ fn kill_9_of_presize_leaves_nothing_behind_after_the_next_start() {
         // SAFETY: plain kill(2).
         unsafe { libc::kill(p2, libc::SIGKILL) };
     }
-    let held: i64 = env
-        .conn()
-        .query_row("SELECT count(*) FROM reservation", [], |r| r.get(0))
-        .unwrap();
+    let held = env.reservations();
     assert_eq!(held, 0, "a reservation of the dead executor is still held");
     assert!(env.integrity_ok());
 }
@@ -170,10 +164,7 @@ fn kill_9_inside_write_transactions_50_times_loses_nothing() {
         let v: serde_json::Value = serde_json::from_str(&r.features).expect("features JSON");
         assert!(v.as_object().is_some_and(|m| !m.is_empty()), "{r:?}");
     }
-    let held: i64 = env
-        .conn()
-        .query_row("SELECT count(*) FROM reservation", [], |r| r.get(0))
-        .unwrap();
+    let held = env.reservations();
     assert_eq!(held, 0);
     assert!(env.integrity_ok());
 }
