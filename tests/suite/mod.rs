@@ -1,8 +1,11 @@
 mod admission;
 mod bad_input;
 mod cgroups;
+mod forecast;
 mod predict;
+mod progress;
 mod replay;
+mod report;
 mod retrain;
 mod run;
 mod stats;
