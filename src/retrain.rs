@@ -1,7 +1,6 @@
 //! `retrain`: train a candidate on settled rows, compare it with the current model on a
 //! time-ordered holdout (the latest 20 %), promote only if it is not worse.
 
-use std::io::IsTerminal;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -157,11 +156,24 @@ fn new_version(rows: usize) -> String {
     format!("gbt-{compact}Z-{:02x}{:02x}", d[0], d[1])
 }
 
+/// Where `retrain` is, for a progress display: `done` of `total` steps finished, `what`
+/// runs now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step<'a> {
+    pub done: usize,
+    pub total: usize,
+    pub what: &'a str,
+}
+
+/// Steps of a retrain that trains: one per target, then evaluating the candidate and the
+/// current model, then saving.
+pub const STEPS: usize = TARGETS.len() + 3;
+
 /// Train, compare, maybe promote.
 pub fn retrain(
     settings: &Settings,
     opts: &RetrainOptions,
-    progress: &mut dyn FnMut(&str),
+    progress: &mut dyn FnMut(Step<'_>),
 ) -> Result<RetrainReport, Error> {
     let mut store = settings.open_store()?;
     let rows = store.training_rows()?;
@@ -195,15 +207,25 @@ pub fn retrain(
         coverage: settings.file.model.coverage,
         ..TrainConfig::default()
     };
+    let mut done = 0;
+    let mut step = |what: &str| {
+        progress(Step {
+            done: done.min(STEPS),
+            total: STEPS,
+            what,
+        });
+        done += 1;
+    };
     let mut candidate =
-        TrainedModel::train(train, &schema, &cfg, new_version(rows.len()), progress)?;
-    progress("evaluating on the holdout");
+        TrainedModel::train(train, &schema, &cfg, new_version(rows.len()), &mut step)?;
+    step("evaluating the candidate on the holdout");
     let cand_eval = evaluate(
         &Predictor::with_model(candidate.clone()),
         holdout,
         &schema,
         cfg.coverage,
     );
+    step("evaluating the current model on the holdout");
     let (current, _warnings) = Predictor::load(&settings.model_dir);
     let cur_eval = evaluate(&current, holdout, &schema, cfg.coverage);
     let has_current = current.trained().is_some();
@@ -230,6 +252,7 @@ pub fn retrain(
         "candidate": cand_eval,
         "current": cur_eval,
     });
+    step("saving the model");
     let path = save_model(&settings.model_dir, &candidate, promote)?;
     store.register_model(&crate::store::ModelRecord {
         version: &candidate.version,
@@ -244,15 +267,10 @@ pub fn retrain(
     report.model_path = Some(path.display().to_string());
     report.candidate = Some(cand_eval);
     report.current = Some(cur_eval);
+    progress(Step {
+        done: STEPS,
+        total: STEPS,
+        what: "done",
+    });
     Ok(report)
-}
-
-/// Progress lines on stderr when it is a terminal, nothing otherwise.
-pub fn terminal_progress() -> impl FnMut(&str) {
-    let tty = std::io::stderr().is_terminal();
-    move |m: &str| {
-        if tty {
-            eprintln!("presize: {m}");
-        }
-    }
 }

@@ -31,6 +31,16 @@ pub struct StatsOptions {
     pub coverage: f64,
 }
 
+impl StatsOptions {
+    /// The options in force: the policy's static default cap and the model's coverage.
+    pub fn from_settings(settings: &crate::config::Settings) -> Self {
+        Self {
+            static_memory_mb: settings.policy().default_memory_mb,
+            coverage: settings.file.model.coverage,
+        }
+    }
+}
+
 impl Default for StatsOptions {
     fn default() -> Self {
         Self {
@@ -189,32 +199,52 @@ fn impact(rows: &[&JobRecord], opts: &StatsOptions) -> Impact {
             }
             continue;
         }
-        if !r.enforced {
-            continue;
-        }
-        let (Some(h), Some(cap)) = (hours, r.applied_memory_mb) else {
-            continue;
-        };
-        let cap = cap as f64;
-        match outcome {
-            "oom_killed" => {
-                im.enforced_jobs += 1;
-                im.slack_gbh += cap / MIB_PER_GIB * h;
-            }
-            "ok" | "failed" | "timed_out" => {
-                let Some(peak) = peak else { continue };
-                im.enforced_jobs += 1;
-                im.slack_gbh += (cap - peak).max(0.0) / MIB_PER_GIB * h;
-                if outcome != "timed_out" {
-                    im.static_slack_gbh +=
-                        (opts.static_memory_mb as f64 - peak).max(0.0) / MIB_PER_GIB * h;
-                }
-            }
-            _ => {}
+        if let Some(s) = attempt_slack(r, opts) {
+            im.enforced_jobs += 1;
+            im.slack_gbh += s.slack_gbh;
+            im.static_slack_gbh += s.static_slack_gbh.unwrap_or(0.0);
         }
     }
     im.saved_gbh = im.static_slack_gbh - im.slack_gbh;
     im
+}
+
+/// Memory slack of one attempt run under limits from the prediction (see [`Impact`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttemptSlack {
+    /// (cap − peak) × wall in GB·h; an OOM-killed attempt counts its whole cap × wall.
+    pub slack_gbh: f64,
+    /// (static default − peak) × wall for attempts that completed (`ok`, `failed`).
+    pub static_slack_gbh: Option<f64>,
+}
+
+/// The slack of one attempt, or `None` when it was not run under enforced predicted limits
+/// or was not measured. [`Impact`] sums exactly these.
+pub fn attempt_slack(r: &JobRecord, opts: &StatsOptions) -> Option<AttemptSlack> {
+    if r.dry_run || !r.enforced {
+        return None;
+    }
+    let h = r
+        .actual_wall_s
+        .filter(|w| w.is_finite() && *w >= 0.0)
+        .map(|w| w / 3600.0)?;
+    let cap = r.applied_memory_mb? as f64;
+    let peak = r.actual_rss_mb.filter(|p| p.is_finite() && *p >= 0.0);
+    match r.outcome.as_deref() {
+        Some("oom_killed") => Some(AttemptSlack {
+            slack_gbh: cap / MIB_PER_GIB * h,
+            static_slack_gbh: None,
+        }),
+        Some(o @ ("ok" | "failed" | "timed_out")) => {
+            let peak = peak?;
+            Some(AttemptSlack {
+                slack_gbh: (cap - peak).max(0.0) / MIB_PER_GIB * h,
+                static_slack_gbh: (o != "timed_out")
+                    .then(|| (opts.static_memory_mb as f64 - peak).max(0.0) / MIB_PER_GIB * h),
+            })
+        }
+        _ => None,
+    }
 }
 
 /// Summarise a set of settled jobs.

@@ -1,7 +1,10 @@
 //! Command-line interface: one module per subcommand; `main.rs` only parses and exits.
 
+pub mod forecast;
 pub mod predict;
+pub mod progress;
 pub mod replay;
+pub mod report;
 pub mod retrain;
 pub mod run;
 pub mod stats;
@@ -45,6 +48,10 @@ pub enum Command {
     Retrain(retrain::Args),
     /// Accuracy per target and outcome counts over the last settled jobs.
     Stats(stats::Args),
+    /// Write one self-contained HTML page: scatters, calibration, slack, stats, models.
+    Report(report::Args),
+    /// Near-term demand from history: surge factor, posture, recommended actions.
+    Forecast(forecast::Args),
 }
 
 /// Run a parsed command line; returns the process exit code.
@@ -55,6 +62,8 @@ pub fn dispatch(cli: Cli) -> Result<i32, Error> {
         Command::Stats(a) => stats::execute(a),
         Command::Retrain(a) => retrain::execute(a),
         Command::Replay(a) => replay::execute(a),
+        Command::Report(a) => report::execute(a),
+        Command::Forecast(a) => forecast::execute(a),
     }
 }
 
@@ -79,6 +88,14 @@ pub fn out_json<T: serde::Serialize>(value: &T) -> Result<(), Error> {
 pub fn fmt_opt(v: Option<f64>, digits: usize) -> String {
     match v {
         Some(x) if x.is_finite() => format!("{x:.digits$}"),
+        _ => "-".into(),
+    }
+}
+
+/// Format an optional share (0..1) as a percentage for tables.
+pub fn fmt_pct(v: Option<f64>) -> String {
+    match v {
+        Some(x) if x.is_finite() => format!("{:.1}%", x * 100.0),
         _ => "-".into(),
     }
 }

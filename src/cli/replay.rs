@@ -1,9 +1,9 @@
 //! `presize replay TRACE...`: online replay of Nextflow traces through presize's allocation
 //! model and retry rule (the published Sizey protocol).
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
+use super::progress::Bar;
 use super::{out, out_json};
 use crate::error::Error;
 use crate::model::allocate::AllocConfig;
@@ -35,15 +35,19 @@ pub struct Args {
 /// Run `replay`.
 pub fn execute(args: Args) -> Result<i32, Error> {
     let cfg = AllocConfig::default();
-    let tty = std::io::stderr().is_terminal();
-    let mut progress = |done: usize, total: usize| {
-        if tty {
-            eprint!("\rpresize: replayed {done}/{total} traces");
-            if done == total {
-                eprintln!();
-            }
-        }
+    let bar = Bar::new(args.traces.len() as u64);
+    let replaying = |i: usize| match args.traces.get(i) {
+        Some(p) => format!(
+            "replaying {}",
+            p.file_name().map_or_else(
+                || p.display().to_string(),
+                |n| n.to_string_lossy().into_owned()
+            )
+        ),
+        None => "done".into(),
     };
+    bar.set(0, &replaying(0));
+    let mut progress = |done: usize, _total: usize| bar.set(done as u64, &replaying(done));
     let report = match args.policy {
         ReplayPolicy::Presize => replay::replay_files_with(
             &args.traces,
@@ -59,6 +63,7 @@ pub fn execute(args: Args) -> Result<i32, Error> {
         ),
     }
     .map_err(|e| Error::Usage(e.to_string()))?;
+    bar.finish();
     if args.json {
         out_json(&report)?;
         return Ok(0);

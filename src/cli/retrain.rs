@@ -1,6 +1,7 @@
 //! `presize retrain`: train from settled rows; promote only if not worse.
 
-use super::{fmt_opt, out, out_json};
+use super::progress::Bar;
+use super::{fmt_opt, fmt_pct, out, out_json};
 use crate::config::Settings;
 use crate::error::Error;
 use crate::retrain::{self, ModelEval, RetrainOptions};
@@ -29,16 +30,10 @@ fn eval_table(title: &str, e: &ModelEval) -> String {
             "  {:<12} {:>5} {:>8} {:>11} {:>8} {:>9}\n",
             t.target,
             t.n,
-            t.mape
-                .map(|m| format!("{:.1}%", m * 100.0))
-                .unwrap_or("-".into()),
-            t.median_ape
-                .map(|m| format!("{:.1}%", m * 100.0))
-                .unwrap_or("-".into()),
+            fmt_pct(t.mape),
+            fmt_pct(t.median_ape),
             fmt_opt(t.pinball, 3),
-            t.coverage
-                .map(|c| format!("{:.1}%", c * 100.0))
-                .unwrap_or("-".into()),
+            fmt_pct(t.coverage),
         );
     }
     s
@@ -51,8 +46,9 @@ pub fn execute(args: Args) -> Result<i32, Error> {
         min_rows: args.min_rows,
         force: args.force,
     };
-    let mut progress = retrain::terminal_progress();
-    let r = retrain::retrain(&settings, &opts, &mut progress)?;
+    let bar = Bar::new(retrain::STEPS as u64);
+    let r = retrain::retrain(&settings, &opts, &mut |s| bar.set(s.done as u64, s.what))?;
+    bar.finish();
     if args.json {
         out_json(&r)?;
         return Ok(0);

@@ -1,6 +1,6 @@
 //! `presize stats`: accuracy per target, outcome counts, cap coverage, per model version.
 
-use super::{fmt_opt, out, out_json};
+use super::{fmt_opt, fmt_pct, out, out_json};
 use crate::config::Settings;
 use crate::error::Error;
 use crate::stats::{self, GroupBy, StatsOptions, Summary};
@@ -38,15 +38,9 @@ fn table(title: &str, s: &Summary) -> String {
             a.target,
             a.n,
             fmt_opt(a.r2, 3),
-            a.mape
-                .map(|m| format!("{:.1}%", m * 100.0))
-                .unwrap_or_else(|| "-".into()),
-            a.median_ape
-                .map(|m| format!("{:.1}%", m * 100.0))
-                .unwrap_or_else(|| "-".into()),
-            a.calibration
-                .map(|m| format!("{:.1}%", m * 100.0))
-                .unwrap_or_else(|| "-".into()),
+            fmt_pct(a.mape),
+            fmt_pct(a.median_ape),
+            fmt_pct(a.calibration),
             a.nominal_coverage * 100.0,
         );
     }
@@ -72,10 +66,7 @@ pub fn execute(args: Args) -> Result<i32, Error> {
     let settings = Settings::from_env()?;
     let store = settings.open_store()?;
     let rows = store.recent_settled(args.last)?;
-    let opts = StatsOptions {
-        static_memory_mb: settings.policy().default_memory_mb,
-        coverage: settings.file.model.coverage,
-    };
+    let opts = StatsOptions::from_settings(&settings);
     let report = stats::compute(&rows, args.last, args.by, &opts);
     if args.json {
         out_json(&report)?;

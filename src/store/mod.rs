@@ -16,6 +16,9 @@ mod embedded {
     refinery::embed_migrations!("migrations");
 }
 
+mod history;
+pub use history::{rfc3339, AttemptTimes, ModelVersionRecord};
+
 /// How long a writer waits for another one before giving up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 

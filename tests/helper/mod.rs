@@ -6,6 +6,8 @@ use std::process::{Command, Output};
 
 use rusqlite::Connection;
 
+pub mod history;
+
 /// Path of a file under tests/fixtures.
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
