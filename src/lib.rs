@@ -41,6 +41,7 @@ pub mod policy;
 pub mod replay;
 pub mod retrain;
 pub mod runner;
+pub mod slurm;
 pub mod stats;
 pub mod store;
 

@@ -4,6 +4,7 @@ pub mod predict;
 pub mod replay;
 pub mod retrain;
 pub mod run;
+pub mod settle;
 pub mod stats;
 
 use std::io::Write;
@@ -45,6 +46,11 @@ pub enum Command {
     Retrain(retrain::Args),
     /// Accuracy per target and outcome counts over the last settled jobs.
     Stats(stats::Args),
+    /// Settle finished SLURM jobs from accounting; resubmit OOM-killed ones.
+    Settle(settle::Args),
+    /// Inside a SLURM job: run the command, write its measured peak to a report file.
+    #[command(name = "slurm-wrap", hide = true)]
+    SlurmWrap(settle::WrapArgs),
 }
 
 /// Run a parsed command line; returns the process exit code.
@@ -55,6 +61,8 @@ pub fn dispatch(cli: Cli) -> Result<i32, Error> {
         Command::Stats(a) => stats::execute(a),
         Command::Retrain(a) => retrain::execute(a),
         Command::Replay(a) => replay::execute(a),
+        Command::Settle(a) => settle::execute(a),
+        Command::SlurmWrap(a) => settle::wrap(a),
     }
 }
 

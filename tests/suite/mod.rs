@@ -5,5 +5,6 @@ mod predict;
 mod replay;
 mod retrain;
 mod run;
+mod slurm;
 mod stats;
 mod systemd;
