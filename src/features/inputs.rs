@@ -30,7 +30,7 @@ pub struct ArgStats {
     pub log10_sum: f64,
 }
 
-/// Numeric arguments of a command (argv[0] excluded; `--k=v` and `k=v` take the value).
+/// Numeric arguments of a command (`argv[0]` excluded; `--k=v` and `k=v` take the value).
 pub fn arg_stats(command: &[OsString]) -> ArgStats {
     let mut st = ArgStats::default();
     for arg in command.iter().skip(1).take(MAX_COMMAND_ARGS) {

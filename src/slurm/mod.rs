@@ -786,7 +786,7 @@ mod tests {
             peak_rss_mb: 100.0,
             wall_seconds: wall,
             confidence: 0.5,
-            upper: b.clone(),
+            upper: b,
             lower: b,
             model_version: "t".into(),
             source: Source::Model,

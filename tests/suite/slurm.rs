@@ -393,7 +393,8 @@ fn job_cgroups(ids: &[String]) -> Vec<String> {
 fn slurm_cluster_end_to_end() {
     let conf = require_slurm!();
     let t0 = Instant::now();
-    let scenarios: Vec<(&str, fn(&Path) -> Vec<String>)> = vec![
+    type Scenario = fn(&Path) -> Vec<String>;
+    let scenarios: Vec<(&str, Scenario)> = vec![
         ("times_out", times_out),
         ("fits", fits),
         ("oom_then_escalated", oom_then_escalated),
