@@ -12,15 +12,32 @@ log() { echo "slurm-down: $*" >&2; }
 alive_pid() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
 pid_of() { [ -s "$D/run/$1.pid" ] && cat "$D/run/$1.pid"; }
 
-# Job step daemons and job processes of this cluster: their environment names our config.
-ours() {
-  local p
-  for p in /proc/[0-9]*; do
-    [ "${p#/proc/}" = "$$" ] && continue
-    if tr '\0' '\n' < "$p/environ" 2>/dev/null | grep -qx "SLURM_CONF=$SLURM_CONF"; then
-      echo "${p#/proc/}"
-    fi
+# The cgroup directories this cluster created (not ones that existed before it started).
+our_cgroups() {
+  local cg
+  for cg in /sys/fs/cgroup/*/slurm*; do
+    [ -d "$cg" ] || continue
+    grep -qx "$cg" "$D/run/cgroups-before" 2>/dev/null && continue
+    echo "$cg"
   done
+}
+
+# Processes of this cluster left behind: step daemons (`slurmstepd` whose environment names
+# this cluster's config) and every task still in one of this cluster's cgroups. Nothing
+# else: other processes that merely have SLURM_CONF set (the shell running the tests) are
+# not ours to kill.
+ours() {
+  local p pid cg
+  {
+    for p in /proc/[0-9]*; do
+      pid=${p#/proc/}
+      [ "$(cat "$p/comm" 2>/dev/null)" = slurmstepd ] || continue
+      tr '\0' '\n' < "$p/environ" 2>/dev/null | grep -qx "SLURM_CONF=$SLURM_CONF" && echo "$pid"
+    done
+    for cg in $(our_cgroups); do
+      find "$cg" -name tasks -exec cat {} + 2>/dev/null
+    done
+  } 2>/dev/null | sort -un | grep -vx -e "$$" -e "$BASHPID" || true
 }
 
 # 1. Cancel the jobs while the controller still runs.
@@ -63,18 +80,15 @@ if [ -n "$left" ]; then
   sleep 0.5
 fi
 
-# 4. Cgroups: the `slurm` directories this cluster created (not ones that existed before).
-for cg in /sys/fs/cgroup/*/slurm*; do
-  [ -d "$cg" ] || continue
-  grep -qx "$cg" "$D/run/cgroups-before" 2>/dev/null && continue
+# 4. Cgroups: the `slurm*` directories this cluster created, deepest first.
+for cg in $(our_cgroups); do
   find "$cg" -depth -type d -exec rmdir {} \; 2>/dev/null
 done
+
 status=0
 left=$(ours)
 if [ -n "$left" ]; then log "still running: $left"; status=1; fi
-for cg in /sys/fs/cgroup/*/slurm*; do
-  [ -d "$cg" ] || continue
-  grep -qx "$cg" "$D/run/cgroups-before" 2>/dev/null && continue
+for cg in $(our_cgroups); do
   log "cgroup left: $cg"; status=1
 done
 [ $status = 0 ] && rm -f "$D/run/cgroups-before" && log "cluster stopped; state kept in $D (remove it for a clean start)"

@@ -198,8 +198,19 @@ pub fn wrap(report: &Path, command: &[OsString]) -> io::Result<i32> {
         exit_code,
         signal,
     };
-    let json = serde_json::to_vec(&r).map_err(io::Error::other)?;
-    crate::store::write_private_file(report, &json)?;
+    // A report that cannot be written costs the exact peak (sacct's figure is used), never
+    // the job's exit code.
+    match serde_json::to_vec(&r) {
+        Ok(json) => {
+            if let Err(e) = crate::store::write_private_file(report, &json) {
+                eprintln!(
+                    "presize slurm-wrap: cannot write {}: {e}; sacct's MaxRSS will be used",
+                    report.display()
+                );
+            }
+        }
+        Err(e) => eprintln!("presize slurm-wrap: cannot encode the report: {e}"),
+    }
     Ok(match (exit_code, signal) {
         (Some(c), _) => c,
         (None, Some(s)) => 128 + s,

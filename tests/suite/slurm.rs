@@ -30,7 +30,13 @@ fn cluster_available() -> Result<PathBuf, String> {
         .output()
         .map_err(|e| format!("no SLURM client tools: {e}"))?;
     let states = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() || !states.lines().any(|s| s.starts_with("idle") || s == "mix") {
+    if !out.status.success()
+        || !states.lines().any(|s| {
+            ["idle", "mix", "alloc", "comp"]
+                .iter()
+                .any(|ok| s.trim_end_matches(['*', '~', '#', '$', '@', '+', '-']) == *ok)
+        })
+    {
         return Err(format!(
             "cluster at {} not up (sinfo: {:?} {})",
             conf.display(),
@@ -336,7 +342,25 @@ fn twenty_then_retrain(conf: &Path) -> Vec<String> {
     }
     let outcomes: Vec<String> = q(&env, "SELECT outcome FROM resource_prediction");
     assert_eq!(outcomes.len(), 20);
-    assert!(outcomes.iter().all(|o| o == "ok"), "{outcomes:?}");
+    if !outcomes.iter().all(|o| o == "ok") {
+        let failed: Vec<String> = q(
+            &env,
+            "SELECT id || ' ' || outcome || ' ' || coalesce(slurm_state, '') || ' exit '
+                    || coalesce(exit_code, '') || ' ' || slurm_error
+             FROM resource_prediction WHERE outcome != 'ok'",
+        );
+        let detail: Vec<String> = failed
+            .iter()
+            .map(|f| {
+                let err_file = f.rsplit(' ').next().unwrap_or("");
+                format!(
+                    "{f}: {:?}",
+                    std::fs::read_to_string(err_file).unwrap_or_default()
+                )
+            })
+            .collect();
+        panic!("not all ok: {detail:#?}");
+    }
     let backends: Vec<String> = q(&env, "SELECT DISTINCT backend FROM resource_prediction");
     assert_eq!(backends, vec!["slurm".to_string()]);
     // The peaks follow the allocations (5 … 195 MiB on top of the interpreter).
