@@ -499,3 +499,40 @@ fn slurm_wrap_reports_peak_and_passes_exit_code() {
     assert!(peak >= 60.0, "{v}");
     assert!(v["rusage_maxrss_mb"].as_f64().unwrap() >= 60.0, "{v}");
 }
+
+/// `stats --by backend` groups rows by where they ran (no cluster needed: the second row is
+/// relabelled as a cluster row; the end-to-end test above does it with real SLURM jobs).
+#[test]
+fn stats_by_backend_groups_local_and_cluster_rows() {
+    let env = Env::new();
+    for n in [1, 2, 3] {
+        let code = format!("x = bytearray({n} << 20)");
+        let o = env.run(&["run", "-q", "--", "python3", "-c", &code]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+    let local = q::<String>(&env, "SELECT backend FROM resource_prediction")[0].clone();
+    env.conn()
+        .execute(
+            "UPDATE resource_prediction SET backend = 'slurm' WHERE id = 3",
+            [],
+        )
+        .unwrap();
+    let o = env.run(&["stats", "--by", "backend", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["by"], "backend");
+    let groups: Vec<(String, u64)> = v["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                g["key"].as_str().unwrap().to_string(),
+                g["jobs"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let mut expected = vec![(local, 2), ("slurm".to_string(), 1)];
+    expected.sort();
+    assert_eq!(groups, expected);
+}
