@@ -24,8 +24,9 @@ fn cluster_available() -> Result<PathBuf, String> {
         return Err("not root (the test cluster runs as root)".into());
     }
     let conf = slurm_conf().ok_or("no cluster: run scripts/slurm-up.sh (SLURM_CONF unset)")?;
-    let out = Command::new("sinfo")
-        .args(["-h", "-o", "%t"])
+    // `timeout`: against a stopped controller sinfo retries for a long time.
+    let out = Command::new("timeout")
+        .args(["5", "sinfo", "-h", "-o", "%t"])
         .env("SLURM_CONF", &conf)
         .output()
         .map_err(|e| format!("no SLURM client tools: {e}"))?;
