@@ -48,10 +48,23 @@ pub enum CgroupChoice {
     None,
 }
 
+/// Where `presize run` runs jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendChoice {
+    /// On this host, under a cgroup (the `cgroup` key picks which).
+    #[default]
+    Local,
+    /// Submitted to a SLURM cluster with `sbatch`, settled from `sacct`.
+    Slurm,
+}
+
 /// `[executor]` section.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ExecutorConfig {
+    /// `local` (default) or `slurm`.
+    pub backend: BackendChoice,
     /// Cgroup backend to use.
     pub cgroup: CgroupChoice,
     /// Maximum number of tasks in a job's cgroup (stops fork bombs); 0 = no limit.
@@ -61,6 +74,7 @@ pub struct ExecutorConfig {
 impl Default for ExecutorConfig {
     fn default() -> Self {
         Self {
+            backend: BackendChoice::Local,
             cgroup: CgroupChoice::Auto,
             pids_max: 4096,
         }
@@ -85,6 +99,26 @@ impl Default for AdmissionSection {
             poll_ms: 200,
         }
     }
+}
+
+/// `[slurm]` section: how jobs are submitted when the backend is `slurm`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct SlurmConfig {
+    /// `--partition` (default: the cluster's default partition).
+    pub partition: Option<String>,
+    /// `--account`.
+    pub account: Option<String>,
+    /// Further `sbatch` arguments, one per element (e.g. `["--qos=short"]`).
+    pub sbatch_args: Vec<String>,
+    /// Batch scripts and the wrapper's peak reports (default: `slurm/` beside the database).
+    /// Must be on a file system the compute nodes share.
+    pub spool_dir: Option<PathBuf>,
+    /// The `presize` binary the batch script runs the job under to measure its peak
+    /// (default: this binary, or `presize` in PATH); `""` runs the command directly.
+    pub wrapper: Option<PathBuf>,
+    /// How often `run --wait` asks `sacct`, in milliseconds (default 1000).
+    pub poll_ms: Option<u64>,
 }
 
 /// `[features]` section.
@@ -144,6 +178,7 @@ pub struct ConfigFile {
     pub features: FeaturesConfig,
     pub model: ModelConfig,
     pub store: StoreSection,
+    pub slurm: SlurmConfig,
 }
 
 impl ConfigFile {

@@ -1,6 +1,6 @@
 //! The crate-level error: one variant per stage, each mapped to a documented exit code.
 
-use crate::{config, executor, features, model, policy, store};
+use crate::{config, executor, features, model, policy, slurm, store};
 
 /// Exit codes of `presize` itself (a job's own exit code passes through unchanged).
 pub mod exit_codes {
@@ -36,6 +36,8 @@ pub enum Error {
     Executor(#[from] executor::ExecError),
     #[error(transparent)]
     Admission(#[from] executor::admission::AdmissionError),
+    #[error(transparent)]
+    Slurm(#[from] slurm::SlurmError),
     #[error("{0}")]
     Usage(String),
     #[error("{0}")]
@@ -52,6 +54,8 @@ impl Error {
                 exit_codes::REJECTED
             }
             Error::Admission(_) => exit_codes::STORE,
+            Error::Slurm(e) if e.is_usage() => exit_codes::USAGE,
+            Error::Slurm(_) => exit_codes::STORE,
             _ => exit_codes::USAGE,
         }
     }

@@ -43,6 +43,7 @@ pub mod replay;
 pub mod report;
 pub mod retrain;
 pub mod runner;
+pub mod slurm;
 pub mod stats;
 pub mod store;
 

@@ -10,14 +10,14 @@ use std::time::Duration;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::config::Settings;
+use crate::config::{BackendChoice, Settings};
 use crate::error::{exit_codes, Error};
 use crate::executor::admission::{Admission, AdmissionConfig, AdmissionError};
 use crate::executor::{self, ExecRequest, Executor};
 use crate::features::{self, Catalog, Extracted, FeatureRequest, PriorRuns, ScanOptions};
 use crate::job::{JobSpec, Outcome};
 use crate::model::{Prediction, Predictor};
-use crate::policy::{self, Decision, Limits};
+use crate::policy::{self, Decision, Limits, Policy, Rejection};
 use crate::store::{NewPrediction, Settlement, Store};
 
 /// Everything decided about a job before it runs.
@@ -57,6 +57,9 @@ pub struct RunReport {
     pub rejected_row: Option<i64>,
     /// The exit code `presize run` should exit with.
     pub exit_code: i32,
+    /// SLURM job ids of the submitted attempts (SLURM backend only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub slurm_job_ids: Vec<String>,
 }
 
 /// Per-run overrides from the command line.
@@ -69,9 +72,14 @@ pub struct RunOptions {
     pub memory_mb: Option<u64>,
     /// Give up waiting for admission after this long.
     pub queue_timeout: Option<Duration>,
+    /// Override `[executor] backend`.
+    pub backend: Option<BackendChoice>,
+    /// SLURM backend: block until every attempt is settled (else return once submitted).
+    pub wait: bool,
 }
 
-fn unrun(outcome: Outcome) -> Settlement {
+/// A row for an attempt that never ran.
+pub(crate) fn unrun(outcome: Outcome) -> Settlement {
     Settlement {
         actual_cpu_s: None,
         actual_rss_mb: None,
@@ -109,7 +117,7 @@ pub fn default_job_key(script: Option<&Path>, command: &[OsString]) -> String {
     format!("k-{}", hex(&digest, 8))
 }
 
-fn new_job_id() -> String {
+pub(crate) fn new_job_id() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -228,7 +236,7 @@ pub fn recover_orphans(store: &mut Store, exec: &Executor) -> Result<Vec<i64>, E
 /// Prefix of every cgroup presize creates.
 pub const CGROUP_PREFIX: &str = "presize-";
 
-fn exit_code_for(a: &executor::Actuals) -> i32 {
+pub(crate) fn exit_code_for(a: &executor::Actuals) -> i32 {
     if let Some(sig) = a.interrupted_by {
         return 128 + sig;
     }
@@ -244,6 +252,148 @@ fn exit_code_for(a: &executor::Actuals) -> i32 {
     }
 }
 
+/// What every row of one job has in common; `row` fills in one attempt. Shared by the
+/// local and SLURM backends.
+pub(crate) struct JobRows {
+    base: NewPrediction,
+}
+
+impl JobRows {
+    pub(crate) fn new(
+        spec: &JobSpec,
+        plan: &Plan,
+        job_id: &str,
+        backend: &str,
+        memory_enforced: bool,
+        dry_run: bool,
+    ) -> Self {
+        let command_json = serde_json::to_string(
+            &spec
+                .command
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>(),
+        )
+        .unwrap_or_else(|_| "[]".into());
+        let features_json =
+            serde_json::to_string(&plan.extracted.vector.to_map()).unwrap_or_else(|_| "{}".into());
+        let my_pid = std::process::id();
+        let unset = Limits {
+            memory_limit_mb: 0,
+            timeout_s: 0,
+            enforced: false,
+        };
+        JobRows {
+            base: NewPrediction {
+                job_id: job_id.to_string(),
+                analysis_id: spec.analysis_id.clone(),
+                job_key: plan.job_key.clone(),
+                runtime: plan.runtime.clone(),
+                script_path: plan.script.as_ref().map(|p| p.display().to_string()),
+                script_sha256: plan.script_sha256.clone(),
+                command_json,
+                features_json,
+                schema_hash: plan.extracted.vector.schema.hash.clone(),
+                prediction: plan.prediction.clone(),
+                predicted: unset,
+                applied: None,
+                memory_enforced,
+                dry_run,
+                backend: backend.to_string(),
+                priority: spec.priority.as_str().to_string(),
+                attempt: 1,
+                host: hostname(),
+                executor_pid: my_pid,
+                executor_start: executor::proc_start_ticks(my_pid),
+                rejected: false,
+            },
+        }
+    }
+
+    /// The row of one attempt (or of a rejection).
+    pub(crate) fn row(
+        &self,
+        predicted: Limits,
+        applied: Option<Limits>,
+        attempt: u32,
+        rejected: bool,
+    ) -> NewPrediction {
+        NewPrediction {
+            predicted,
+            applied,
+            memory_enforced: applied.is_some() && self.base.memory_enforced,
+            attempt,
+            rejected,
+            ..self.base.clone()
+        }
+    }
+}
+
+/// Record a rejection and build its report.
+pub(crate) fn reject(
+    store: &mut Store,
+    rows: &JobRows,
+    plan: Plan,
+    settings: &Settings,
+    r: &Rejection,
+    progress: &mut dyn FnMut(&str),
+) -> Result<RunReport, Error> {
+    let lim = policy::limits_for(&plan.prediction, settings.policy(), settings.host_budget_mb);
+    let id = store.insert_prediction(&rows.row(lim, None, 1, true))?;
+    progress(&format!("rejected: {}", r.reason));
+    Ok(RunReport {
+        job_id: rows.base.job_id.clone(),
+        backend: rows.base.backend.clone(),
+        dry_run: rows.base.dry_run,
+        attempts: Vec::new(),
+        rejected_row: Some(id),
+        exit_code: exit_codes::REJECTED,
+        plan,
+        slurm_job_ids: Vec::new(),
+    })
+}
+
+/// Apply `--timeout` / `--memory-mb`.
+pub(crate) fn apply_overrides(applied: &mut Limits, opts: &RunOptions) {
+    if let Some(t) = opts.timeout_s {
+        applied.timeout_s = t.max(1);
+    }
+    if let Some(m) = opts.memory_mb {
+        applied.memory_limit_mb = m.max(1);
+    }
+}
+
+/// The limits of the next attempt after one that ended with `outcome`, or `None` when it is
+/// not retried: OOM kills escalate the cap ([`policy::escalate`]), timeouts the timeout when
+/// `retry_timeouts` is on. The caller checks `max_attempts`.
+pub(crate) fn next_limits(
+    outcome: Outcome,
+    applied: Limits,
+    peak_mb: Option<f64>,
+    prediction: &Prediction,
+    policy: &Policy,
+    budget_mb: u64,
+) -> Option<Limits> {
+    match outcome {
+        Outcome::OomKilled => policy::escalate(
+            applied.memory_limit_mb,
+            peak_mb,
+            prediction,
+            policy,
+            budget_mb,
+        )
+        .map(|next| Limits {
+            memory_limit_mb: next,
+            ..applied
+        }),
+        Outcome::TimedOut if policy.retry_timeouts => Some(Limits {
+            timeout_s: ((applied.timeout_s as f64) * policy.escalation_factor).ceil() as u64,
+            ..applied
+        }),
+        _ => None,
+    }
+}
+
 /// Run a job end to end, recording every attempt.
 pub fn run(
     spec: &JobSpec,
@@ -251,6 +401,16 @@ pub fn run(
     opts: &RunOptions,
     mut progress: impl FnMut(&str),
 ) -> Result<RunReport, Error> {
+    if opts.backend.unwrap_or(settings.file.executor.backend) == BackendChoice::Slurm {
+        if spec.user.is_some() {
+            // sbatch runs the job as the submitting user; say so rather than ignore it.
+            return Err(Error::Usage(
+                "--user is not supported with the SLURM backend: submit as that user instead"
+                    .into(),
+            ));
+        }
+        return crate::slurm::run(spec, settings, opts, progress);
+    }
     let program = spec
         .command
         .first()
@@ -265,6 +425,7 @@ pub fn run(
     let exec = Executor::new(settings.file.executor.cgroup)?;
     let mut store = settings.open_store()?;
     recover_orphans(&mut store, &exec)?;
+    crate::slurm::settle_at_start(&mut store, settings, &mut progress);
     let _ = Predictor::seed_model_dir(&settings.model_dir);
     let (predictor, warnings) = Predictor::load(&settings.model_dir);
     for w in warnings {
@@ -278,66 +439,23 @@ pub fn run(
     let job_id = new_job_id();
     let host = hostname();
     let my_pid = std::process::id();
-    let my_start = executor::proc_start_ticks(my_pid);
-    let command_json = serde_json::to_string(
-        &spec
-            .command
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect::<Vec<_>>(),
-    )
-    .unwrap_or_else(|_| "[]".into());
-    let features_json =
-        serde_json::to_string(&plan.extracted.vector.to_map()).unwrap_or_else(|_| "{}".into());
-    let base_row =
-        |predicted: Limits, applied: Option<Limits>, attempt: u32, rejected: bool| NewPrediction {
-            job_id: job_id.clone(),
-            analysis_id: spec.analysis_id.clone(),
-            job_key: plan.job_key.clone(),
-            runtime: plan.runtime.clone(),
-            script_path: plan.script.as_ref().map(|p| p.display().to_string()),
-            script_sha256: plan.script_sha256.clone(),
-            command_json: command_json.clone(),
-            features_json: features_json.clone(),
-            schema_hash: plan.extracted.vector.schema.hash.clone(),
-            prediction: plan.prediction.clone(),
-            predicted,
-            applied,
-            memory_enforced: applied.is_some() && exec.enforces_memory(),
-            dry_run,
-            backend: exec.backend_name().to_string(),
-            priority: spec.priority.as_str().to_string(),
-            attempt,
-            host: host.clone(),
-            executor_pid: my_pid,
-            executor_start: my_start,
-            rejected,
-        };
+    let rows = JobRows::new(
+        spec,
+        &plan,
+        &job_id,
+        exec.backend_name(),
+        exec.enforces_memory(),
+        dry_run,
+    );
 
     let (predicted, mut applied) = match &plan.decision {
         Decision::Reject(r) => {
-            let lim =
-                policy::limits_for(&plan.prediction, settings.policy(), settings.host_budget_mb);
-            let id = store.insert_prediction(&base_row(lim, None, 1, true))?;
-            progress(&format!("rejected: {}", r.reason));
-            return Ok(RunReport {
-                job_id,
-                backend: exec.backend_name().into(),
-                dry_run,
-                attempts: Vec::new(),
-                rejected_row: Some(id),
-                exit_code: exit_codes::REJECTED,
-                plan,
-            });
+            let r = r.clone();
+            return reject(&mut store, &rows, plan.clone(), settings, &r, &mut progress);
         }
         Decision::Run { predicted, applied } => (*predicted, *applied),
     };
-    if let Some(t) = opts.timeout_s {
-        applied.timeout_s = t.max(1);
-    }
-    if let Some(m) = opts.memory_mb {
-        applied.memory_limit_mb = m.max(1);
-    }
+    apply_overrides(&mut applied, opts);
     if !exec.enforces_memory() {
         if let Some(why) = exec.why_unenforced() {
             progress(&format!(
@@ -356,7 +474,7 @@ pub fn run(
     let mut attempts = Vec::new();
     let mut attempt = 1u32;
     loop {
-        let id = store.insert_prediction(&base_row(predicted, Some(applied), attempt, false))?;
+        let id = store.insert_prediction(&rows.row(predicted, Some(applied), attempt, false))?;
         progress(&format!(
             "attempt {attempt}: memory cap {} MB{}, timeout {} s{}",
             applied.memory_limit_mb,
@@ -459,30 +577,24 @@ pub fn run(
         if interrupted || attempt >= policy.max_attempts {
             break;
         }
-        match outcome {
-            Outcome::OomKilled => {
-                match policy::escalate(
-                    applied.memory_limit_mb,
-                    peak,
-                    &plan.prediction,
-                    policy,
-                    settings.host_budget_mb,
-                ) {
-                    Some(next) => {
-                        progress(&format!(
-                            "OOM-killed at {} MB; retrying with {} MB",
-                            applied.memory_limit_mb, next
-                        ));
-                        applied.memory_limit_mb = next;
-                    }
-                    None => break,
+        match next_limits(
+            outcome,
+            applied,
+            peak,
+            &plan.prediction,
+            policy,
+            settings.host_budget_mb,
+        ) {
+            Some(next) => {
+                if outcome == Outcome::OomKilled {
+                    progress(&format!(
+                        "OOM-killed at {} MB; retrying with {} MB",
+                        applied.memory_limit_mb, next.memory_limit_mb
+                    ));
                 }
+                applied = next;
             }
-            Outcome::TimedOut if policy.retry_timeouts => {
-                applied.timeout_s =
-                    ((applied.timeout_s as f64) * policy.escalation_factor).ceil() as u64;
-            }
-            _ => break,
+            None => break,
         }
         attempt += 1;
     }
@@ -498,5 +610,6 @@ pub fn run(
         rejected_row: None,
         exit_code,
         plan,
+        slurm_job_ids: Vec::new(),
     })
 }

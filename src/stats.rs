@@ -118,6 +118,8 @@ pub struct StatsReport {
 pub enum GroupBy {
     Runtime,
     JobKey,
+    /// Where the job ran: `cgroup-v1`, `cgroup-v2`, `none` (local) or `slurm`.
+    Backend,
 }
 
 type Triple = (Option<f64>, Option<f64>, Option<f64>);
@@ -321,11 +323,15 @@ pub fn compute(
         by: by.map(|b| match b {
             GroupBy::Runtime => "runtime".into(),
             GroupBy::JobKey => "job-key".into(),
+            GroupBy::Backend => "backend".into(),
         }),
         groups: match by {
             None => Vec::new(),
             Some(GroupBy::Runtime) => grouped(rows, opts, |r| r.runtime.clone()),
             Some(GroupBy::JobKey) => grouped(rows, opts, |r| r.job_key.clone()),
+            Some(GroupBy::Backend) => grouped(rows, opts, |r| {
+                r.backend.clone().unwrap_or_else(|| "unknown".into())
+            }),
         },
     }
 }

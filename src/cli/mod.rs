@@ -7,6 +7,7 @@ pub mod replay;
 pub mod report;
 pub mod retrain;
 pub mod run;
+pub mod settle;
 pub mod stats;
 
 use std::io::Write;
@@ -52,6 +53,11 @@ pub enum Command {
     Report(report::Args),
     /// Near-term demand from history: surge factor, posture, recommended actions.
     Forecast(forecast::Args),
+    /// Settle finished SLURM jobs from accounting; resubmit OOM-killed ones.
+    Settle(settle::Args),
+    /// Inside a SLURM job: run the command, write its measured peak to a report file.
+    #[command(name = "slurm-wrap", hide = true)]
+    SlurmWrap(settle::WrapArgs),
 }
 
 /// Run a parsed command line; returns the process exit code.
@@ -64,6 +70,8 @@ pub fn dispatch(cli: Cli) -> Result<i32, Error> {
         Command::Replay(a) => replay::execute(a),
         Command::Report(a) => report::execute(a),
         Command::Forecast(a) => forecast::execute(a),
+        Command::Settle(a) => settle::execute(a),
+        Command::SlurmWrap(a) => settle::wrap(a),
     }
 }
 

@@ -39,6 +39,13 @@ pub struct Args {
     /// Run the job as this user (name or uid); presize must run as root.
     #[arg(long, value_name = "USER")]
     pub user: Option<String>,
+    /// Where the job runs (default: `[executor] backend`, i.e. `local`).
+    #[arg(long, value_enum, value_name = "B")]
+    pub backend: Option<crate::config::BackendChoice>,
+    /// SLURM backend: block until the job (and its retries) are settled; without it
+    /// `run` prints the SLURM job id and returns (settle later with `presize settle`).
+    #[arg(long)]
+    pub wait: bool,
     /// Print nothing of presize's own on stderr except errors.
     #[arg(long, short)]
     pub quiet: bool,
@@ -69,6 +76,8 @@ pub fn execute(args: Args) -> Result<i32, Error> {
         timeout_s: args.timeout,
         memory_mb: args.memory_mb,
         queue_timeout: args.queue_timeout.map(std::time::Duration::from_secs),
+        backend: args.backend,
+        wait: args.wait,
     };
     let quiet = args.quiet;
     let say = |m: &str| {
@@ -77,6 +86,10 @@ pub fn execute(args: Args) -> Result<i32, Error> {
         }
     };
     let report = runner::run(&spec, &settings, &opts, say)?;
+    // SLURM: the job ids on stdout, one per submission (the job's own output is in files).
+    if !report.slurm_job_ids.is_empty() {
+        super::out(&(report.slurm_job_ids.join("\n") + "\n"))?;
+    }
     if !quiet {
         let p = &report.plan.prediction;
         eprintln!(

@@ -11,7 +11,7 @@ pub struct Args {
     /// Consider the last N settled jobs.
     #[arg(long, default_value_t = 200, value_name = "N")]
     pub last: usize,
-    /// Also break the numbers down by runtime or job key.
+    /// Also break the numbers down by runtime, job key or backend (local cgroup vs SLURM).
     #[arg(long, value_enum)]
     pub by: Option<GroupBy>,
     /// Print one JSON document.

@@ -11,5 +11,6 @@ mod report;
 mod retrain;
 mod run;
 mod security;
+mod slurm;
 mod stats;
 mod systemd;
