@@ -5,6 +5,30 @@ use super::scan::{
     C_QUOTE, C_SPACE, IDCONT, T,
 };
 
+/// Identifier-continuation flags: bit 0 = continues an identifier, bit 1 =
+/// `u`/`U` (the letter `cuda` and `gpu` share: only identifiers holding one
+/// go through [`gpu_word`]).
+const ID_CONT: u8 = 1;
+const ID_U: u8 = 2;
+
+const fn build_idflags() -> [u8; 256] {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        if b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80 {
+            t[i] = ID_CONT;
+            if b == b'u' || b == b'U' {
+                t[i] |= ID_U;
+            }
+        }
+        i += 1;
+    }
+    t
+}
+
+static IDFLAGS: [u8; 256] = build_idflags();
+
 // Token kinds in the history shift register (most recent in the low byte):
 // operators are their byte (0x21..=0x7e), keywords are 0x80 | keyword code.
 const K_NONE: u32 = 0;
@@ -189,8 +213,9 @@ struct Py<'s, 'c, 'a> {
     from_relative: bool,
     from_pending: Option<&'s [u8]>,
     binds: Vec<(&'s [u8], usize)>,
-    /// Bit `first byte & 127` of every bound name (a cheap pre-filter).
-    bind_mask: u128,
+    /// Bit `len` (< 32; 31 for longer) of `[first byte]` is set for every
+    /// bound name (a cheap pre-filter).
+    bind_filter: [u32; 256],
     scanpy: Option<usize>,
     anndata: Option<usize>,
     tensorflow: Option<usize>,
@@ -214,7 +239,7 @@ pub(crate) fn scan(src: &[u8], acc: &mut Acc<'_>) {
         from_relative: false,
         from_pending: None,
         binds: Vec::new(),
-        bind_mask: 0,
+        bind_filter: [0; 256],
         scanpy,
         anndata,
         tensorflow,
@@ -250,20 +275,24 @@ impl<'s> Py<'s, '_, '_> {
                 C_ID => {
                     let s = i;
                     i += 1;
-                    let mut has_u = false;
-                    while i < n {
-                        let c = src[i];
-                        if !IDCONT[c as usize] {
+                    let mut flags = 0u8;
+                    while let Some(&c) = src.get(i) {
+                        let f = IDFLAGS[c as usize];
+                        if f == 0 {
                             break;
                         }
-                        has_u |= c | 0x20 == b'u';
+                        flags |= f;
                         i += 1;
                     }
                     let x = &src[s..i];
-                    if i < n && (src[i] == b'\'' || src[i] == b'"') && is_string_prefix(x) {
+                    if i - s <= 2
+                        && i < n
+                        && CLASS[src[i] as usize] == C_QUOTE
+                        && is_string_prefix(x)
+                    {
                         i = self.string(i);
                     } else {
-                        self.on_ident(x, keyword(x), has_u);
+                        self.on_ident(x, keyword(x), flags & ID_U != 0);
                     }
                 }
                 C_DIGIT => i = self.number(i),
@@ -408,26 +437,29 @@ impl<'s> Py<'s, '_, '_> {
         self.acc.token();
         if kw == 0 {
             self.hints(x, has_u);
-        }
-        let consumed = self.imp != Imp::Idle && self.imp_step(T::Id(x, kw));
-        if !consumed {
-            match kw {
-                0 if self.bind_mask != 0 && self.k(1) != u32::from(b'.') => {
-                    if let Some(e) = self.bound(x) {
-                        self.acc.use_entry(e);
-                    }
+            let consumed = self.imp != Imp::Idle && self.imp_step(T::Id(x, 0));
+            if !consumed && self.k(1) != u32::from(b'.') {
+                if let Some(e) = self.bound(x) {
+                    self.acc.use_entry(e);
                 }
-                KW_FOR | KW_WHILE => self.acc.c.loops += 1,
-                KW_DEF | KW_LAMBDA => self.acc.c.func_defs += 1,
-                KW_IMPORT => self.imp = Imp::Name,
-                KW_FROM => {
-                    self.imp = Imp::FromMod;
-                    self.from_relative = false;
-                }
-                _ => {}
             }
+            self.push(K_ID);
+        } else {
+            let consumed = self.imp != Imp::Idle && self.imp_step(T::Id(x, kw));
+            if !consumed {
+                match kw {
+                    KW_FOR | KW_WHILE => self.acc.c.loops += 1,
+                    KW_DEF | KW_LAMBDA => self.acc.c.func_defs += 1,
+                    KW_IMPORT => self.imp = Imp::Name,
+                    KW_FROM => {
+                        self.imp = Imp::FromMod;
+                        self.from_relative = false;
+                    }
+                    _ => {}
+                }
+            }
+            self.push(K_KW | u32::from(kw));
         }
-        self.push(if kw == 0 { K_ID } else { K_KW | u32::from(kw) });
         self.ii ^= 1;
         self.ids[self.ii] = x;
     }
@@ -518,7 +550,7 @@ impl<'s> Py<'s, '_, '_> {
     #[inline]
     fn bound(&self, x: &[u8]) -> Option<usize> {
         let f = *x.first()?;
-        if self.bind_mask & (1u128 << (f & 127)) == 0 {
+        if self.bind_filter[f as usize] & (1u32 << x.len().min(31)) == 0 {
             return None;
         }
         self.binds
@@ -539,10 +571,10 @@ impl<'s> Py<'s, '_, '_> {
             }
             _ => {}
         }
-        self.bind_mask = self
-            .binds
-            .iter()
-            .fold(0, |m, (n, _)| m | (1u128 << (n[0] & 127)));
+        self.bind_filter = [0; 256];
+        for (n, _) in &self.binds {
+            self.bind_filter[n[0] as usize] |= 1u32 << n.len().min(31);
+        }
     }
 
     /// `importlib.import_module("a.b")` / `__import__("a")`.
