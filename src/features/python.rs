@@ -29,6 +29,58 @@ const fn build_idflags() -> [u8; 256] {
 
 static IDFLAGS: [u8; 256] = build_idflags();
 
+// Python's own byte classes: the shared ones plus brackets (so the dispatch
+// also settles the bracket depth).
+const C_OPEN: u8 = 10;
+const C_CLOSE: u8 = 11;
+
+const fn build_pyclass() -> [u8; 256] {
+    let mut t = CLASS;
+    t[b'(' as usize] = C_OPEN;
+    t[b'[' as usize] = C_OPEN;
+    t[b'{' as usize] = C_OPEN;
+    t[b')' as usize] = C_CLOSE;
+    t[b']' as usize] = C_CLOSE;
+    t[b'}' as usize] = C_CLOSE;
+    t
+}
+
+static PYCLASS: [u8; 256] = build_pyclass();
+
+/// Identifier-continuation bytes from `i`: the end, and whether any of them
+/// is `u`/`U`.
+#[inline(always)]
+fn ident_end(src: &[u8], mut i: usize) -> (usize, bool) {
+    let mut flags = 0u8;
+    while let Some(&c) = src.get(i) {
+        let f = IDFLAGS[c as usize];
+        if f == 0 {
+            break;
+        }
+        flags |= f;
+        i += 1;
+    }
+    (i, flags & ID_U != 0)
+}
+
+/// Index of the first byte at or after `i` that is not a space (` `).
+#[inline(always)]
+fn skip_spaces(src: &[u8], mut i: usize) -> usize {
+    while let Some(chunk) = src.get(i..i + 8) {
+        let mut b8 = [0u8; 8];
+        b8.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(b8) ^ 0x2020_2020_2020_2020;
+        if x != 0 {
+            return i + (x.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < src.len() && src[i] == b' ' {
+        i += 1;
+    }
+    i
+}
+
 // Token kinds in the history shift register (most recent in the low byte):
 // operators are their byte (0x21..=0x7e), keywords are 0x80 | keyword code.
 const K_NONE: u32 = 0;
@@ -201,9 +253,9 @@ struct Py<'s, 'c, 'a> {
     /// register-sized value: copying whole tokens around costs a
     /// store-forwarding stall per token (measured).
     kinds: u32,
-    /// The last two identifiers (a two-slot ring indexed by `ii`).
-    ids: [&'s [u8]; 2],
-    ii: usize,
+    /// The last identifier and the one before it.
+    id1: &'s [u8],
+    id2: &'s [u8],
     depth: u32,
     /// `name` of a statement starting `name = ...` (for `m = import_module(..)`).
     assign_target: Option<&'s [u8]>,
@@ -229,8 +281,8 @@ pub(crate) fn scan(src: &[u8], acc: &mut Acc<'_>) {
         src,
         acc,
         kinds: K_NONE,
-        ids: [b"", b""],
-        ii: 0,
+        id1: b"",
+        id2: b"",
         depth: 0,
         assign_target: None,
         imp: Imp::Idle,
@@ -254,13 +306,8 @@ impl<'s> Py<'s, '_, '_> {
         let mut i = 0;
         while i < n {
             let b = src[i];
-            match CLASS[b as usize] {
-                C_SPACE => {
-                    i += 1;
-                    while i < n && src[i] == b' ' {
-                        i += 1;
-                    }
-                }
+            match PYCLASS[b as usize] {
+                C_SPACE => i = skip_spaces(src, i + 1),
                 C_NL => {
                     self.acc.newline();
                     if self.depth == 0 {
@@ -274,16 +321,8 @@ impl<'s> Py<'s, '_, '_> {
                 }
                 C_ID => {
                     let s = i;
-                    i += 1;
-                    let mut flags = 0u8;
-                    while let Some(&c) = src.get(i) {
-                        let f = IDFLAGS[c as usize];
-                        if f == 0 {
-                            break;
-                        }
-                        flags |= f;
-                        i += 1;
-                    }
+                    let (end, has_u) = ident_end(src, i + 1);
+                    i = end;
                     let x = &src[s..i];
                     if i - s <= 2
                         && i < n
@@ -292,7 +331,7 @@ impl<'s> Py<'s, '_, '_> {
                     {
                         i = self.string(i);
                     } else {
-                        self.on_ident(x, keyword(x), flags & ID_U != 0);
+                        self.on_ident(x, keyword(x), has_u);
                     }
                 }
                 C_DIGIT => i = self.number(i),
@@ -309,12 +348,17 @@ impl<'s> Py<'s, '_, '_> {
                     self.acc.newline();
                     i += 3;
                 }
+                C_OPEN => {
+                    self.depth = self.depth.saturating_add(1);
+                    self.on_op(b, i);
+                    i += 1;
+                }
+                C_CLOSE => {
+                    self.depth = self.depth.saturating_sub(1);
+                    self.on_op(b, i);
+                    i += 1;
+                }
                 _ => {
-                    match b {
-                        b'(' | b'[' | b'{' => self.depth = self.depth.saturating_add(1),
-                        b')' | b']' | b'}' => self.depth = self.depth.saturating_sub(1),
-                        _ => {}
-                    }
                     self.on_op(b, i);
                     i += 1;
                 }
@@ -423,13 +467,13 @@ impl<'s> Py<'s, '_, '_> {
     /// The most recent identifier (before the current token).
     #[inline(always)]
     fn last_id(&self) -> &'s [u8] {
-        self.ids[self.ii]
+        self.id1
     }
 
     /// The identifier before [`Self::last_id`].
     #[inline(always)]
     fn prev_id(&self) -> &'s [u8] {
-        self.ids[self.ii ^ 1]
+        self.id2
     }
 
     #[inline(always)]
@@ -460,8 +504,8 @@ impl<'s> Py<'s, '_, '_> {
             }
             self.push(K_KW | u32::from(kw));
         }
-        self.ii ^= 1;
-        self.ids[self.ii] = x;
+        self.id2 = self.id1;
+        self.id1 = x;
     }
 
     #[inline(always)]
