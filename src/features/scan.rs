@@ -587,7 +587,14 @@ mod tests {
             }
         }
         assert!(checked > 10_000, "{checked}");
-        for t in ["1.5e3", "0.1", "3.14159", "1e22", "123456789012345e-22", "1_0.0_1e1_0"] {
+        for t in [
+            "1.5e3",
+            "0.1",
+            "3.14159",
+            "1e22",
+            "123456789012345e-22",
+            "1_0.0_1e1_0",
+        ] {
             let want = t.replace('_', "").parse::<f64>().unwrap();
             assert_eq!(simple_decimal(t.as_bytes()), Some(want), "{t}");
         }
