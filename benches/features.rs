@@ -1,13 +1,59 @@
 //! Feature extraction and end-to-end prediction on a 2,000-line script.
+//!
+//! `predict/end_to_end_2000_lines_trained` is the latency the models issue
+//! targets (≤ 50 µs): read + scan the script, size the inputs, build the
+//! vector, predict with 3 trained models, decide the limits. It skips the
+//! script's sha256 (`ScanOptions::script_sha256 = false`), which only
+//! `presize run` records and no feature uses; the `extract/*` pair shows its
+//! cost.
 
+use std::collections::BTreeMap;
 use std::hint::black_box;
+use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use presize::features::{self, Catalog, FeatureRequest, Language, PriorRuns, ScanOptions};
-use presize::model::Predictor;
+use presize::features::{self, Catalog, FeatureRequest, Language, PriorRuns, ScanOptions, Schema};
+use presize::job::Outcome;
+use presize::model::trained::{TrainConfig, TrainedModel, TrainingRow};
+use presize::model::{Predictor, Source};
 use presize::policy::{self, Policy};
 
 mod common;
+
+/// A small trained model (3 targets) over the real feature schema, fitted on
+/// rows shaped like the bench script's vector.
+fn trained_predictor(catalog: &Catalog) -> Predictor {
+    let schema = Arc::new(Schema::for_catalog(catalog));
+    let rows: Vec<TrainingRow> = (0..2000)
+        .map(|i| {
+            let mut f = BTreeMap::new();
+            f.insert("lang_python".into(), 1.0);
+            f.insert("input_total_mb".into(), 1.0 + (i % 100) as f64);
+            f.insert("lib_pandas_imported".into(), (i % 2) as f64);
+            f.insert("tokens".into(), 20_000.0 + (i % 37) as f64 * 100.0);
+            f.insert("code_lines".into(), 1000.0 + (i % 53) as f64 * 20.0);
+            TrainingRow {
+                id: i as i64,
+                features: f,
+                outcome: Outcome::Ok,
+                cpu_s: Some(1.0 + (i % 100) as f64 * 0.1),
+                rss_mb: Some(50.0 + (i % 100) as f64 * 3.0 + (i % 7) as f64),
+                wall_s: Some(1.0 + (i % 100) as f64 * 0.2),
+                memory_cap_mb: None,
+                timeout_s: None,
+            }
+        })
+        .collect();
+    let model = TrainedModel::train(
+        &rows,
+        &schema,
+        &TrainConfig::default(),
+        "bench".into(),
+        &mut |_| {},
+    )
+    .expect("train");
+    Predictor::with_model(model)
+}
 
 fn bench(c: &mut Criterion) {
     let src = common::python_script(2000);
@@ -16,36 +62,52 @@ fn bench(c: &mut Criterion) {
     std::fs::write(&path, &src).expect("write script");
     let catalog = Catalog::builtin();
     let opts = ScanOptions::default();
-    let predictor = Predictor::prior_only();
+    let no_sha = ScanOptions {
+        script_sha256: false,
+        ..ScanOptions::default()
+    };
+    let prior_only = Predictor::prior_only();
+    let trained = trained_predictor(&catalog);
     let prior = PriorRuns::default();
     let inputs = Vec::new();
     let command = vec![path.clone().into_os_string()];
+    let req = FeatureRequest {
+        script: Some(&path),
+        runtime: None,
+        inputs: &inputs,
+        command: &command,
+        prior: &prior,
+    };
+    let pol = Policy::default();
+    // The trained model must accept this vector (else the bench measures the prior).
+    let x = features::extract(&req, &catalog, &no_sha).expect("extract");
+    let (p, warning) = trained.predict_with_warning(&x.vector);
+    assert_eq!(
+        p.source,
+        Source::Model,
+        "trained model refused: {warning:?}"
+    );
 
     c.bench_function("scan_source/python_2000_lines", |b| {
         b.iter(|| features::scan_source(black_box(src.as_bytes()), Language::Python, &catalog))
     });
     c.bench_function("extract/python_2000_lines_from_file", |b| {
-        let req = FeatureRequest {
-            script: Some(&path),
-            runtime: None,
-            inputs: &inputs,
-            command: &command,
-            prior: &prior,
-        };
         b.iter(|| features::extract(black_box(&req), &catalog, &opts).expect("extract"))
     });
+    c.bench_function("extract/python_2000_lines_from_file_no_sha256", |b| {
+        b.iter(|| features::extract(black_box(&req), &catalog, &no_sha).expect("extract"))
+    });
     c.bench_function("predict/end_to_end_2000_lines", |b| {
-        let req = FeatureRequest {
-            script: Some(&path),
-            runtime: None,
-            inputs: &inputs,
-            command: &command,
-            prior: &prior,
-        };
-        let pol = Policy::default();
         b.iter(|| {
             let x = features::extract(black_box(&req), &catalog, &opts).expect("extract");
-            let p = predictor.predict(&x.vector);
+            let p = prior_only.predict(&x.vector);
+            policy::decide(&p, &pol, 16_000, false)
+        })
+    });
+    c.bench_function("predict/end_to_end_2000_lines_trained", |b| {
+        b.iter(|| {
+            let x = features::extract(black_box(&req), &catalog, &no_sha).expect("extract");
+            let p = trained.predict(&x.vector);
             policy::decide(&p, &pol, 16_000, false)
         })
     });

@@ -134,6 +134,7 @@ pub fn catalog_and_options(settings: &Settings) -> (Catalog, ScanOptions) {
     let catalog = Catalog::with_overrides(&settings.file.catalog);
     let opts = ScanOptions {
         max_script_bytes: settings.file.features.max_script_bytes,
+        ..ScanOptions::default()
     };
     (catalog, opts)
 }

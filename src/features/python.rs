@@ -5,6 +5,82 @@ use super::scan::{
     C_QUOTE, C_SPACE, IDCONT, T,
 };
 
+/// Identifier-continuation flags: bit 0 = continues an identifier, bit 1 =
+/// `u`/`U` (the letter `cuda` and `gpu` share: only identifiers holding one
+/// go through [`gpu_word`]).
+const ID_CONT: u8 = 1;
+const ID_U: u8 = 2;
+
+const fn build_idflags() -> [u8; 256] {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        if b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80 {
+            t[i] = ID_CONT;
+            if b == b'u' || b == b'U' {
+                t[i] |= ID_U;
+            }
+        }
+        i += 1;
+    }
+    t
+}
+
+static IDFLAGS: [u8; 256] = build_idflags();
+
+// Python's own byte classes: the shared ones plus brackets (so the dispatch
+// also settles the bracket depth).
+const C_OPEN: u8 = 10;
+const C_CLOSE: u8 = 11;
+
+const fn build_pyclass() -> [u8; 256] {
+    let mut t = CLASS;
+    t[b'(' as usize] = C_OPEN;
+    t[b'[' as usize] = C_OPEN;
+    t[b'{' as usize] = C_OPEN;
+    t[b')' as usize] = C_CLOSE;
+    t[b']' as usize] = C_CLOSE;
+    t[b'}' as usize] = C_CLOSE;
+    t
+}
+
+static PYCLASS: [u8; 256] = build_pyclass();
+
+/// Identifier-continuation bytes from `i`: the end, and whether any of them
+/// is `u`/`U`.
+#[inline(always)]
+fn ident_end(src: &[u8], mut i: usize) -> (usize, bool) {
+    let mut flags = 0u8;
+    while let Some(&c) = src.get(i) {
+        let f = IDFLAGS[c as usize];
+        if f == 0 {
+            break;
+        }
+        flags |= f;
+        i += 1;
+    }
+    (i, flags & ID_U != 0)
+}
+
+/// Index of the first byte at or after `i` that is not a space (` `).
+#[inline(always)]
+fn skip_spaces(src: &[u8], mut i: usize) -> usize {
+    while let Some(chunk) = src.get(i..i + 8) {
+        let mut b8 = [0u8; 8];
+        b8.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(b8) ^ 0x2020_2020_2020_2020;
+        if x != 0 {
+            return i + (x.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < src.len() && src[i] == b' ' {
+        i += 1;
+    }
+    i
+}
+
 // Token kinds in the history shift register (most recent in the low byte):
 // operators are their byte (0x21..=0x7e), keywords are 0x80 | keyword code.
 const K_NONE: u32 = 0;
@@ -177,9 +253,9 @@ struct Py<'s, 'c, 'a> {
     /// register-sized value: copying whole tokens around costs a
     /// store-forwarding stall per token (measured).
     kinds: u32,
-    /// The last two identifiers (a two-slot ring indexed by `ii`).
-    ids: [&'s [u8]; 2],
-    ii: usize,
+    /// The last identifier and the one before it.
+    id1: &'s [u8],
+    id2: &'s [u8],
     depth: u32,
     /// `name` of a statement starting `name = ...` (for `m = import_module(..)`).
     assign_target: Option<&'s [u8]>,
@@ -189,8 +265,9 @@ struct Py<'s, 'c, 'a> {
     from_relative: bool,
     from_pending: Option<&'s [u8]>,
     binds: Vec<(&'s [u8], usize)>,
-    /// Bit `first byte & 127` of every bound name (a cheap pre-filter).
-    bind_mask: u128,
+    /// Bit `len` (< 32; 31 for longer) of `[first byte]` is set for every
+    /// bound name (a cheap pre-filter).
+    bind_filter: [u32; 256],
     scanpy: Option<usize>,
     anndata: Option<usize>,
     tensorflow: Option<usize>,
@@ -204,8 +281,8 @@ pub(crate) fn scan(src: &[u8], acc: &mut Acc<'_>) {
         src,
         acc,
         kinds: K_NONE,
-        ids: [b"", b""],
-        ii: 0,
+        id1: b"",
+        id2: b"",
         depth: 0,
         assign_target: None,
         imp: Imp::Idle,
@@ -214,7 +291,7 @@ pub(crate) fn scan(src: &[u8], acc: &mut Acc<'_>) {
         from_relative: false,
         from_pending: None,
         binds: Vec::new(),
-        bind_mask: 0,
+        bind_filter: [0; 256],
         scanpy,
         anndata,
         tensorflow,
@@ -229,13 +306,8 @@ impl<'s> Py<'s, '_, '_> {
         let mut i = 0;
         while i < n {
             let b = src[i];
-            match CLASS[b as usize] {
-                C_SPACE => {
-                    i += 1;
-                    while i < n && src[i] == b' ' {
-                        i += 1;
-                    }
-                }
+            match PYCLASS[b as usize] {
+                C_SPACE => i = skip_spaces(src, i + 1),
                 C_NL => {
                     self.acc.newline();
                     if self.depth == 0 {
@@ -249,18 +321,14 @@ impl<'s> Py<'s, '_, '_> {
                 }
                 C_ID => {
                     let s = i;
-                    i += 1;
-                    let mut has_u = false;
-                    while i < n {
-                        let c = src[i];
-                        if !IDCONT[c as usize] {
-                            break;
-                        }
-                        has_u |= c | 0x20 == b'u';
-                        i += 1;
-                    }
+                    let (end, has_u) = ident_end(src, i + 1);
+                    i = end;
                     let x = &src[s..i];
-                    if i < n && (src[i] == b'\'' || src[i] == b'"') && is_string_prefix(x) {
+                    if i - s <= 2
+                        && i < n
+                        && CLASS[src[i] as usize] == C_QUOTE
+                        && is_string_prefix(x)
+                    {
                         i = self.string(i);
                     } else {
                         self.on_ident(x, keyword(x), has_u);
@@ -280,12 +348,17 @@ impl<'s> Py<'s, '_, '_> {
                     self.acc.newline();
                     i += 3;
                 }
+                C_OPEN => {
+                    self.depth = self.depth.saturating_add(1);
+                    self.on_op(b, i);
+                    i += 1;
+                }
+                C_CLOSE => {
+                    self.depth = self.depth.saturating_sub(1);
+                    self.on_op(b, i);
+                    i += 1;
+                }
                 _ => {
-                    match b {
-                        b'(' | b'[' | b'{' => self.depth = self.depth.saturating_add(1),
-                        b')' | b']' | b'}' => self.depth = self.depth.saturating_sub(1),
-                        _ => {}
-                    }
                     self.on_op(b, i);
                     i += 1;
                 }
@@ -394,13 +467,13 @@ impl<'s> Py<'s, '_, '_> {
     /// The most recent identifier (before the current token).
     #[inline(always)]
     fn last_id(&self) -> &'s [u8] {
-        self.ids[self.ii]
+        self.id1
     }
 
     /// The identifier before [`Self::last_id`].
     #[inline(always)]
     fn prev_id(&self) -> &'s [u8] {
-        self.ids[self.ii ^ 1]
+        self.id2
     }
 
     #[inline(always)]
@@ -408,28 +481,31 @@ impl<'s> Py<'s, '_, '_> {
         self.acc.token();
         if kw == 0 {
             self.hints(x, has_u);
-        }
-        let consumed = self.imp != Imp::Idle && self.imp_step(T::Id(x, kw));
-        if !consumed {
-            match kw {
-                0 if self.bind_mask != 0 && self.k(1) != u32::from(b'.') => {
-                    if let Some(e) = self.bound(x) {
-                        self.acc.use_entry(e);
-                    }
+            let consumed = self.imp != Imp::Idle && self.imp_step(T::Id(x, 0));
+            if !consumed && self.k(1) != u32::from(b'.') {
+                if let Some(e) = self.bound(x) {
+                    self.acc.use_entry(e);
                 }
-                KW_FOR | KW_WHILE => self.acc.c.loops += 1,
-                KW_DEF | KW_LAMBDA => self.acc.c.func_defs += 1,
-                KW_IMPORT => self.imp = Imp::Name,
-                KW_FROM => {
-                    self.imp = Imp::FromMod;
-                    self.from_relative = false;
-                }
-                _ => {}
             }
+            self.push(K_ID);
+        } else {
+            let consumed = self.imp != Imp::Idle && self.imp_step(T::Id(x, kw));
+            if !consumed {
+                match kw {
+                    KW_FOR | KW_WHILE => self.acc.c.loops += 1,
+                    KW_DEF | KW_LAMBDA => self.acc.c.func_defs += 1,
+                    KW_IMPORT => self.imp = Imp::Name,
+                    KW_FROM => {
+                        self.imp = Imp::FromMod;
+                        self.from_relative = false;
+                    }
+                    _ => {}
+                }
+            }
+            self.push(K_KW | u32::from(kw));
         }
-        self.push(if kw == 0 { K_ID } else { K_KW | u32::from(kw) });
-        self.ii ^= 1;
-        self.ids[self.ii] = x;
+        self.id2 = self.id1;
+        self.id1 = x;
     }
 
     #[inline(always)]
@@ -518,7 +594,7 @@ impl<'s> Py<'s, '_, '_> {
     #[inline]
     fn bound(&self, x: &[u8]) -> Option<usize> {
         let f = *x.first()?;
-        if self.bind_mask & (1u128 << (f & 127)) == 0 {
+        if self.bind_filter[f as usize] & (1u32 << x.len().min(31)) == 0 {
             return None;
         }
         self.binds
@@ -539,10 +615,10 @@ impl<'s> Py<'s, '_, '_> {
             }
             _ => {}
         }
-        self.bind_mask = self
-            .binds
-            .iter()
-            .fold(0, |m, (n, _)| m | (1u128 << (n[0] & 127)));
+        self.bind_filter = [0; 256];
+        for (n, _) in &self.binds {
+            self.bind_filter[n[0] as usize] |= 1u32 << n.len().min(31);
+        }
     }
 
     /// `importlib.import_module("a.b")` / `__import__("a")`.

@@ -195,6 +195,9 @@ pub(crate) fn literal_value(lit: &[u8]) -> f64 {
             return if v.is_finite() { v } else { f64::MAX };
         }
     }
+    if let Some(v) = simple_decimal(s) {
+        return v;
+    }
     let mut buf = [0u8; 64];
     let mut k = 0;
     for &c in s {
@@ -217,6 +220,86 @@ pub(crate) fn literal_value(lit: &[u8]) -> f64 {
         f64::MAX
     } else {
         v.abs()
+    }
+}
+
+/// Exact powers of ten representable in an f64.
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+/// Value of `digits[.digits][(e|E)[+-]digits]` (`_` separators allowed) with
+/// at most 15 significant digits and a net decimal exponent within ±22, else
+/// `None`. The mantissa and the power of ten are both exact in an f64, so one
+/// multiplication or division gives the correctly rounded value: the same f64
+/// that `str::parse::<f64>` returns (Clinger's fast path).
+#[inline]
+fn simple_decimal(s: &[u8]) -> Option<f64> {
+    let mut m: u64 = 0;
+    let mut digits = 0u32;
+    let mut frac = 0i32;
+    let mut i = 0;
+    while i < s.len() && (s[i].is_ascii_digit() || s[i] == b'_') {
+        if s[i] != b'_' {
+            m = m * 10 + u64::from(s[i] - b'0');
+            digits += 1;
+            if digits > 15 {
+                return None;
+            }
+        }
+        i += 1;
+    }
+    if i < s.len() && s[i] == b'.' {
+        i += 1;
+        while i < s.len() && (s[i].is_ascii_digit() || s[i] == b'_') {
+            if s[i] != b'_' {
+                m = m * 10 + u64::from(s[i] - b'0');
+                digits += 1;
+                frac += 1;
+                if digits > 15 {
+                    return None;
+                }
+            }
+            i += 1;
+        }
+    }
+    if digits == 0 {
+        return None;
+    }
+    let mut exp = 0i32;
+    if i < s.len() && (s[i] == b'e' || s[i] == b'E') {
+        i += 1;
+        let neg = i < s.len() && s[i] == b'-';
+        if i < s.len() && (s[i] == b'-' || s[i] == b'+') {
+            i += 1;
+        }
+        let start = i;
+        while i < s.len() && (s[i].is_ascii_digit() || s[i] == b'_') {
+            if s[i] != b'_' {
+                exp = exp * 10 + i32::from(s[i] - b'0');
+                if exp > 1000 {
+                    return None;
+                }
+            }
+            i += 1;
+        }
+        if i == start || s[start] == b'_' {
+            return None;
+        }
+        if neg {
+            exp = -exp;
+        }
+    }
+    if i != s.len() {
+        return None;
+    }
+    let e = exp - frac;
+    let v = m as f64;
+    match e {
+        0..=22 => Some(v * POW10[e as usize]),
+        -22..=-1 => Some(v / POW10[(-e) as usize]),
+        _ => None,
     }
 }
 
@@ -471,6 +554,53 @@ mod tests {
         assert!((v.log10() - 100.0).abs() < 1e-9);
         let long = format!("1{}e5", "0".repeat(100));
         assert!((literal_value(long.as_bytes()).log10() - 105.0).abs() < 1e-9);
+    }
+
+    /// The fast decimal path gives exactly the f64 that `parse` gives.
+    #[test]
+    fn simple_decimal_matches_parse() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |m: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % m
+        };
+        const PARTS: &[&str] = &["", "0", "1", "7", "12", "999", "1_000", "5e", "e", "."];
+        let mut checked = 0;
+        for _ in 0..200_000 {
+            let mut t = String::new();
+            for _ in 0..1 + next(4) {
+                match next(6) {
+                    0 => t.push_str(PARTS[next(PARTS.len() as u64) as usize]),
+                    1 => t.push('.'),
+                    2 => t.push_str(["e", "E", "e-", "e+", "E-"][next(5) as usize]),
+                    3 => t.push('_'),
+                    _ => t.push_str(&next(10_000_000_000).to_string()),
+                }
+            }
+            let b = t.as_bytes();
+            if let Some(v) = simple_decimal(b) {
+                let want = t.replace('_', "").parse::<f64>().unwrap();
+                assert_eq!(v.to_bits(), want.to_bits(), "{t}");
+                checked += 1;
+            }
+        }
+        assert!(checked > 10_000, "{checked}");
+        for t in [
+            "1.5e3",
+            "0.1",
+            "3.14159",
+            "1e22",
+            "123456789012345e-22",
+            "1_0.0_1e1_0",
+        ] {
+            let want = t.replace('_', "").parse::<f64>().unwrap();
+            assert_eq!(simple_decimal(t.as_bytes()), Some(want), "{t}");
+        }
+        for t in ["1e23", "1234567890123456", "1e", "e5", ".", "1e_5", "1x"] {
+            assert_eq!(simple_decimal(t.as_bytes()), None, "{t}");
+        }
     }
 
     #[test]

@@ -160,6 +160,7 @@ fn notebook_variants() {
         &cat(),
         &ScanOptions {
             max_script_bytes: 2000,
+            ..ScanOptions::default()
         },
     )
     .unwrap();
@@ -515,6 +516,7 @@ fn truncation() {
     let p = write(dir.path(), "big.py", &body);
     let opts = ScanOptions {
         max_script_bytes: 1000,
+        ..ScanOptions::default()
     };
     let s = scan_script(&p, None, &cat(), &opts).unwrap();
     assert!(s.truncated);
@@ -539,6 +541,7 @@ fn truncation() {
         &cat(),
         &ScanOptions {
             max_script_bytes: body.len() as u64,
+            ..ScanOptions::default()
         },
     )
     .unwrap();
@@ -1019,4 +1022,133 @@ fn numeric_arguments_are_features() {
     assert!((a.max_log10 - 20000f64.log10()).abs() < 1e-12);
     assert!((a.log10_sum - (20000f64.log10() + 3.0)).abs() < 1e-12);
     assert_eq!(arg_stats(&cmd[..1]), ArgStats::default());
+}
+
+#[test]
+fn sha256_is_optional_and_changes_no_feature() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        "a.py",
+        b"import numpy as np\nx = np.zeros(10)\n",
+    );
+    let with = scan_script(&p, None, &cat(), &ScanOptions::default()).unwrap();
+    assert_eq!(with.sha256.len(), 64);
+    let opts = ScanOptions {
+        script_sha256: false,
+        ..ScanOptions::default()
+    };
+    let without = scan_script(&p, None, &cat(), &opts).unwrap();
+    assert_eq!(without.sha256, "");
+    assert_eq!(
+        ScriptScan {
+            sha256: with.sha256.clone(),
+            ..without.clone()
+        },
+        with
+    );
+    let prior = PriorRuns::default();
+    let req = FeatureRequest {
+        script: Some(&p),
+        runtime: None,
+        inputs: &[],
+        command: &[],
+        prior: &prior,
+    };
+    let a = extract(&req, &cat(), &ScanOptions::default()).unwrap();
+    let b = extract(&req, &cat(), &opts).unwrap();
+    assert_eq!(a.vector.values, b.vector.values);
+}
+
+#[path = "../../benches/common/mod.rs"]
+mod bench_common;
+
+type ScanResult = (BTreeSet<String>, TokenCounts, Vec<(String, bool, u32)>);
+
+fn reference_python(src: &[u8], catalog: &Catalog) -> ScanResult {
+    let mut acc = scan::Acc::new(catalog, Language::Python);
+    python_ref::scan(src, &mut acc);
+    acc.finish(!src.is_empty() && !src.ends_with(b"\n"))
+}
+
+fn assert_same_as_reference(src: &[u8], catalog: &Catalog, what: &str) {
+    let new = scan_source(src, Language::Python, catalog);
+    let old = reference_python(src, catalog);
+    assert_eq!(new, old, "{what}: {:?}", String::from_utf8_lossy(src));
+}
+
+/// Every file under `dir` (not recursive).
+fn files_in(dir: &str) -> Vec<(String, Vec<u8>)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .map(|p| (p.display().to_string(), std::fs::read(&p).unwrap()))
+        .collect();
+    out.sort();
+    out
+}
+
+/// The fast Python lexer gives exactly the old lexer's imports, counts and
+/// catalogue usage: on the bench script, on every fixture and example job
+/// (whatever its language), on every prefix of the small ones and on random
+/// byte mutations biased to the lexer's special characters.
+#[test]
+fn python_lexer_matches_reference() {
+    let catalog = cat();
+    let mut corpus = files_in("tests/fixtures");
+    corpus.extend(files_in("examples/jobs"));
+    corpus.push((
+        "bench".into(),
+        bench_common::python_script(2000).into_bytes(),
+    ));
+    corpus.push((
+        "edge".into(),
+        b"from . import x\nfrom .a import (b as c,\n d)\nimport a.b as c, d\n\
+          m = importlib.import_module('torch')\nm.cuda()\nimport tensorflow as tf\n\
+          tf.config.x(device='cuda:0')\nr'''x\n''' b\"\\\n\" f'{x}' 0x1F 1_0e+3 .5j\n\
+          x = y == z; k <= 3\nh5py.File('a')\nimport scanpy as sc\nsc.read('x')\n\
+          def f(): pass\nlambda: 0\nclass A(B): pass\nwhile 1: n_jobs = Pool(4)\n\\\n"
+            .to_vec(),
+    ));
+    for (name, src) in &corpus {
+        assert_same_as_reference(src, &catalog, name);
+    }
+    // Every prefix of the small inputs (states cut at any byte).
+    for (name, src) in corpus.iter().filter(|(_, s)| s.len() <= 4096) {
+        for n in 0..src.len() {
+            assert_same_as_reference(&src[..n], &catalog, name);
+        }
+    }
+    // Random mutations.
+    const ALPHABET: &[u8] = b"\n\r\t \\'\"#()[]{}=.,;:*+-<>!0123456789eExXjLu_aAzZ\x80\xff`";
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for (name, src) in corpus.iter().filter(|(_, s)| s.len() <= 16_384) {
+        for _ in 0..200 {
+            let mut m = src.clone();
+            let edits = 1 + next() % 8;
+            for _ in 0..edits {
+                if m.is_empty() {
+                    break;
+                }
+                let at = (next() % m.len() as u64) as usize;
+                let c = ALPHABET[(next() % ALPHABET.len() as u64) as usize];
+                match next() % 3 {
+                    0 => m[at] = c,
+                    1 => m.insert(at, c),
+                    _ => {
+                        m.remove(at);
+                    }
+                }
+            }
+            assert_same_as_reference(&m, &catalog, name);
+        }
+    }
 }
