@@ -1,6 +1,7 @@
 mod admission;
 mod bad_input;
 mod cgroups;
+mod policy_props;
 mod predict;
 mod replay;
 mod retrain;
