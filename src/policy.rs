@@ -134,12 +134,26 @@ pub enum Decision {
     Reject(Rejection),
 }
 
-/// Clamp a float into a finite, non-negative value (NaN → 0).
+/// Largest memory cap (MB) or timeout (s) the policy sets: what the store's integer
+/// columns can record (a larger `u64` would be stored as a negative number).
+pub const MAX_LIMIT: u64 = i64::MAX as u64;
+
+/// A predicted quantity as a finite, non-negative number: NaN and negatives → 0, +∞ →
+/// `f64::MAX` (so limits grow with the prediction all the way, then clamp).
 fn finite(v: f64) -> f64 {
-    if v.is_finite() && v > 0.0 {
-        v
-    } else {
+    if v.is_nan() || v <= 0.0 {
         0.0
+    } else {
+        v.min(f64::MAX)
+    }
+}
+
+/// A possibly huge value for a one-line message.
+fn shown(v: f64) -> String {
+    if v < 1e15 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.3e}")
     }
 }
 
@@ -152,23 +166,28 @@ fn to_u64_ceil(v: f64) -> u64 {
     }
 }
 
+/// The budget as a memory cap: at least 1 MB, at most [`MAX_LIMIT`].
+fn memory_cap(budget_mb: u64) -> u64 {
+    budget_mb.clamp(1, MAX_LIMIT)
+}
+
 /// The static-default limits, clamped to the budget.
 pub fn static_limits(policy: &Policy, budget_mb: u64) -> Limits {
     Limits {
-        memory_limit_mb: policy.default_memory_mb.min(budget_mb.max(1)),
-        timeout_s: policy.default_timeout_s,
+        memory_limit_mb: policy.default_memory_mb.clamp(1, memory_cap(budget_mb)),
+        timeout_s: policy.default_timeout_s.clamp(1, MAX_LIMIT),
         enforced: false,
     }
 }
 
 /// Limits derived from a prediction (what enforcement applies).
 pub fn limits_for(pred: &Prediction, policy: &Policy, budget_mb: u64) -> Limits {
-    let budget = budget_mb.max(1);
     let rss = match policy.limit_mode {
         LimitMode::Headroom => policy.mem_headroom * finite(pred.peak_rss_mb),
         LimitMode::Upper => finite(pred.upper.peak_rss_mb).max(finite(pred.peak_rss_mb)),
     };
-    let mut mem = to_u64_ceil(rss).max(policy.memory_floor_mb);
+    // Never a 0 MB cap, even with a zero floor.
+    let mut mem = to_u64_ceil(rss).max(policy.memory_floor_mb).max(1);
     let mut timeout = to_u64_ceil(policy.wall_headroom * finite(pred.wall_seconds))
         .max(policy.timeout_floor_s)
         .max(1);
@@ -181,8 +200,8 @@ pub fn limits_for(pred: &Prediction, policy: &Policy, budget_mb: u64) -> Limits 
         timeout = timeout.min(policy.max_wall_s.max(policy.timeout_floor_s));
     }
     Limits {
-        memory_limit_mb: mem.min(budget),
-        timeout_s: timeout,
+        memory_limit_mb: mem.min(memory_cap(budget_mb)),
+        timeout_s: timeout.min(MAX_LIMIT),
         enforced: true,
     }
 }
@@ -193,8 +212,9 @@ pub fn decide(pred: &Prediction, policy: &Policy, budget_mb: u64, dry_run: bool)
     if lower_rss > budget_mb as f64 {
         return Decision::Reject(Rejection {
             reason: format!(
-                "predicted peak RSS is at least {lower_rss:.0} MB (point {:.0} MB), above the host budget of {budget_mb} MB",
-                finite(pred.peak_rss_mb)
+                "predicted peak RSS is at least {} MB (point {} MB), above the host budget of {budget_mb} MB",
+                shown(lower_rss),
+                shown(finite(pred.peak_rss_mb))
             ),
         });
     }
@@ -202,7 +222,8 @@ pub fn decide(pred: &Prediction, policy: &Policy, budget_mb: u64, dry_run: bool)
     if policy.max_wall_s > 0 && lower_wall > policy.max_wall_s as f64 {
         return Decision::Reject(Rejection {
             reason: format!(
-                "predicted wall time is at least {lower_wall:.0} s, above the configured maximum of {} s",
+                "predicted wall time is at least {} s, above the configured maximum of {} s",
+                shown(lower_wall),
                 policy.max_wall_s
             ),
         });
@@ -227,8 +248,9 @@ pub fn decide(pred: &Prediction, policy: &Policy, budget_mb: u64, dry_run: bool)
 /// The memory cap for the next attempt after an OOM kill at `killed_cap_mb`.
 ///
 /// The killed attempt only shows that the true peak exceeds the cap, so the next cap is at
-/// least `escalation_factor` × the killed cap, at least the upper bound of the prediction, and
-/// never above the host budget. Returns `None` when no higher cap fits in the budget.
+/// least `escalation_factor` × the killed cap (and × the measured peak), at least the upper
+/// bound of the prediction, always above the killed cap, and never above the host budget.
+/// Returns `None` exactly when no higher cap fits in the budget.
 pub fn escalate(
     killed_cap_mb: u64,
     measured_peak_mb: Option<f64>,
@@ -239,7 +261,9 @@ pub fn escalate(
     let by_factor = killed_cap_mb as f64 * policy.escalation_factor;
     let by_peak = measured_peak_mb.map(finite).unwrap_or(0.0) * policy.escalation_factor;
     let by_upper = finite(pred.upper.peak_rss_mb);
-    let next = to_u64_ceil(by_factor.max(by_peak).max(by_upper)).min(budget_mb);
+    let next = to_u64_ceil(by_factor.max(by_peak).max(by_upper))
+        .max(killed_cap_mb.saturating_add(1))
+        .min(budget_mb.min(MAX_LIMIT));
     (next > killed_cap_mb).then_some(next)
 }
 
@@ -315,5 +339,83 @@ mod tests {
         assert_eq!(escalate(100, Some(100.0), &pr, &p, 10_000), Some(200));
         assert_eq!(escalate(100, Some(100.0), &pr, &p, 150), Some(150));
         assert_eq!(escalate(150, None, &pr, &p, 150), None);
+    }
+
+    // Regressions found by the property tests (tests/suite/policy_props.rs).
+
+    #[test]
+    fn never_a_zero_cap() {
+        let p = Policy {
+            memory_floor_mb: 0,
+            confidence_threshold: 0.0,
+            ..Policy::default()
+        };
+        let l = limits_for(&pred(0.0, 0.0, 0.0), &p, 1000);
+        assert_eq!(l.memory_limit_mb, 1);
+    }
+
+    #[test]
+    fn overflowing_products_saturate_instead_of_dropping_to_the_floor() {
+        let p = Policy::default();
+        // 1.5 × 1e308 overflows to +inf: the cap is the budget, not the 64 MB floor.
+        let l = limits_for(&pred(1e308, 1e308, 0.9), &p, 10_000);
+        assert_eq!(l.memory_limit_mb, 10_000);
+        assert_eq!(l.timeout_s, MAX_LIMIT);
+        // +inf behaves like the largest finite prediction.
+        let mut inf = pred(100.0, 100.0, 0.9);
+        inf.peak_rss_mb = f64::INFINITY;
+        inf.wall_seconds = f64::INFINITY;
+        let l = limits_for(&inf, &p, 10_000);
+        assert_eq!((l.memory_limit_mb, l.timeout_s), (10_000, MAX_LIMIT));
+        inf.lower.peak_rss_mb = f64::INFINITY;
+        match decide(&inf, &p, 10_000, false) {
+            Decision::Reject(r) => assert!(r.reason.contains("e308"), "{}", r.reason),
+            d => panic!("{d:?}"),
+        }
+    }
+
+    #[test]
+    fn limits_fit_the_store() {
+        let p = Policy {
+            default_memory_mb: u64::MAX,
+            default_timeout_s: u64::MAX,
+            ..Policy::default()
+        };
+        let l = limits_for(&pred(1.0, 1.0, 0.0), &p, u64::MAX);
+        assert_eq!((l.memory_limit_mb, l.timeout_s), (MAX_LIMIT, MAX_LIMIT));
+        let s = static_limits(&p, u64::MAX);
+        assert_eq!((s.memory_limit_mb, s.timeout_s), (MAX_LIMIT, MAX_LIMIT));
+    }
+
+    #[test]
+    fn escalation_always_rises_below_the_budget() {
+        let pr = pred(10.0, 10.0, 0.9);
+        // Factor 1.0 (allowed by validate): still one step up.
+        let p = Policy {
+            escalation_factor: 1.0,
+            ..Policy::default()
+        };
+        assert_eq!(escalate(100, None, &pr, &p, 1000), Some(101));
+        // × the largest factor overflows to +inf: the budget, not "no escalation".
+        let p = Policy {
+            escalation_factor: f64::MAX,
+            ..Policy::default()
+        };
+        assert_eq!(escalate(0, Some(1708.0), &pr, &p, 1), Some(1));
+        // Past 2^53 the f64 product rounds down: still strictly above.
+        let big = (1u64 << 53) + 1;
+        assert_eq!(
+            escalate(
+                big,
+                None,
+                &pr,
+                &Policy {
+                    escalation_factor: 1.0,
+                    ..Policy::default()
+                },
+                u64::MAX
+            ),
+            Some(big + 1)
+        );
     }
 }
