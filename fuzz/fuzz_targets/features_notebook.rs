@@ -66,6 +66,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let opts = ScanOptions {
         max_script_bytes: limit,
+        ..ScanOptions::default()
     };
     match extract(&req, common::catalog(), &opts) {
         Ok(x) => {
