@@ -56,6 +56,35 @@ fn hint(e: &rusqlite::Error) -> &'static str {
     }
 }
 
+/// The settlement UPDATE shared by local and SLURM settling (first result wins: only an
+/// unsettled row changes). Returns how many rows changed (0 or 1).
+fn settle_in(
+    tx: &rusqlite::Transaction<'_>,
+    id: i64,
+    s: &Settlement,
+    now: &str,
+) -> rusqlite::Result<usize> {
+    tx.execute(
+        "UPDATE resource_prediction SET actual_cpu_s = ?2, actual_rss_mb = ?3,
+            actual_wall_s = ?4, rusage_maxrss_mb = ?5, measure_source = ?6, exit_code = ?7,
+            signal = ?8, outcome = ?9, settled_at = ?10, memory_enforced = ?11
+         WHERE id = ?1 AND settled_at IS NULL",
+        params![
+            id,
+            s.actual_cpu_s,
+            s.actual_rss_mb,
+            s.actual_wall_s,
+            s.rusage_maxrss_mb,
+            s.measure_source,
+            s.exit_code,
+            s.signal,
+            s.outcome.as_str(),
+            now,
+            s.memory_enforced as i64
+        ],
+    )
+}
+
 /// Crash-test hook, compiled into debug builds only: with `PRESIZE_FAILPOINT=<name>:<ms>`,
 /// a write transaction named `<name>` announces itself on stderr and sleeps `<ms>` before
 /// it commits, so a test can `kill -9` the process inside an open write transaction.
@@ -481,27 +510,7 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(q("starting a write"))?;
-        let n = tx
-            .execute(
-                "UPDATE resource_prediction SET actual_cpu_s = ?2, actual_rss_mb = ?3,
-                    actual_wall_s = ?4, rusage_maxrss_mb = ?5, measure_source = ?6, exit_code = ?7,
-                    signal = ?8, outcome = ?9, settled_at = ?10, memory_enforced = ?11
-                 WHERE id = ?1 AND settled_at IS NULL",
-                params![
-                    id,
-                    s.actual_cpu_s,
-                    s.actual_rss_mb,
-                    s.actual_wall_s,
-                    s.rusage_maxrss_mb,
-                    s.measure_source,
-                    s.exit_code,
-                    s.signal,
-                    s.outcome.as_str(),
-                    now_rfc3339(),
-                    s.memory_enforced as i64
-                ],
-            )
-            .map_err(q("settling a job"))?;
+        let n = settle_in(&tx, id, s, &now_rfc3339()).map_err(q("settling a job"))?;
         failpoint("settle");
         tx.commit().map_err(q("committing a settlement"))?;
         Ok(n == 1)
@@ -786,33 +795,15 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(q("starting a write"))?;
         let now = now_rfc3339();
-        let n = tx
-            .execute(
-                "UPDATE resource_prediction SET actual_cpu_s = ?2, actual_rss_mb = ?3,
-                    actual_wall_s = ?4, rusage_maxrss_mb = ?5, measure_source = ?6, exit_code = ?7,
-                    signal = ?8, outcome = ?9, settled_at = ?10, memory_enforced = ?11,
-                    slurm_state = ?12, slurm_max_rss_mb = ?13
-                 WHERE id = ?1 AND settled_at IS NULL",
-                params![
-                    id,
-                    s.actual_cpu_s,
-                    s.actual_rss_mb,
-                    s.actual_wall_s,
-                    s.rusage_maxrss_mb,
-                    s.measure_source,
-                    s.exit_code,
-                    s.signal,
-                    s.outcome.as_str(),
-                    now,
-                    s.memory_enforced as i64,
-                    slurm_state,
-                    slurm_max_rss_mb
-                ],
-            )
-            .map_err(q("settling a SLURM job"))?;
+        let n = settle_in(&tx, id, s, &now).map_err(q("settling a SLURM job"))?;
         if n != 1 {
             return Ok(None);
         }
+        tx.execute(
+            "UPDATE resource_prediction SET slurm_state = ?2, slurm_max_rss_mb = ?3 WHERE id = ?1",
+            params![id, slurm_state, slurm_max_rss_mb],
+        )
+        .map_err(q("settling a SLURM job"))?;
         let mut new_id = None;
         if let Some(nx) = next {
             tx.execute(
