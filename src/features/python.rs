@@ -1,66 +1,108 @@
 //! Single-pass Python lexer + analyser over bytes.
+//!
+//! Layout for speed (the models issue asks for features + 3 models in
+//! ≤ 50 µs on a 2,000-line script): the per-token state (token history,
+//! last two identifiers, bracket depth, token and line counters) lives in
+//! locals of [`run`], so it stays in registers; everything rare (import
+//! statements, bindings, calls, assignments, `import_module`) is a method
+//! of [`Py`] called only when a cheap test says it may matter. Identifiers
+//! are scanned 16 bytes at a time with SSE2 (baseline on x86_64), strings
+//! and comments with `memchr`. The result is, byte for byte, the old
+//! lexer's (`python_ref.rs`, test-only), checked by
+//! `features::tests::python_lexer_matches_reference`.
+
+use memchr::{memchr, memchr3};
 
 use super::scan::{
-    find_nl, gpu_word, Acc, WordFilter, CLASS, C_BSLASH, C_DIGIT, C_DOT, C_HASH, C_ID, C_NL,
-    C_QUOTE, C_SPACE, IDCONT, T,
+    gpu_word, literal_value, Acc, WordFilter, CLASS, C_BSLASH, C_DIGIT, C_DOT, C_HASH, C_ID,
+    C_NL, C_QUOTE, C_SPACE, IDCONT, T,
 };
 
-/// Identifier-continuation flags: bit 0 = continues an identifier, bit 1 =
-/// `u`/`U` (the letter `cuda` and `gpu` share: only identifiers holding one
-/// go through [`gpu_word`]).
-const ID_CONT: u8 = 1;
-const ID_U: u8 = 2;
-
-const fn build_idflags() -> [u8; 256] {
-    let mut t = [0u8; 256];
-    let mut i = 0;
-    while i < 256 {
-        let b = i as u8;
-        if b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80 {
-            t[i] = ID_CONT;
-            if b == b'u' || b == b'U' {
-                t[i] |= ID_U;
-            }
-        }
-        i += 1;
-    }
-    t
-}
-
-static IDFLAGS: [u8; 256] = build_idflags();
-
-// Python's own byte classes: the shared ones plus brackets (so the dispatch
-// also settles the bracket depth).
-const C_OPEN: u8 = 10;
-const C_CLOSE: u8 = 11;
+// Python's own byte classes: the shared ones plus the operators that need
+// more than "count and remember" (so one dispatch settles them).
+const C_PAREN: u8 = 10;
+const C_OPEN: u8 = 11;
+const C_CLOSE: u8 = 12;
+const C_EQ: u8 = 13;
+const C_SEMI: u8 = 14;
 
 const fn build_pyclass() -> [u8; 256] {
     let mut t = CLASS;
-    t[b'(' as usize] = C_OPEN;
+    t[b'(' as usize] = C_PAREN;
     t[b'[' as usize] = C_OPEN;
     t[b'{' as usize] = C_OPEN;
     t[b')' as usize] = C_CLOSE;
     t[b']' as usize] = C_CLOSE;
     t[b'}' as usize] = C_CLOSE;
+    t[b'=' as usize] = C_EQ;
+    t[b';' as usize] = C_SEMI;
     t
 }
 
 static PYCLASS: [u8; 256] = build_pyclass();
 
 /// Identifier-continuation bytes from `i`: the end, and whether any of them
-/// is `u`/`U`.
+/// is `u`/`U` (the letter `cuda` and `gpu` share: only identifiers holding
+/// one go through [`gpu_word`]).
 #[inline(always)]
 fn ident_end(src: &[u8], mut i: usize) -> (usize, bool) {
-    let mut flags = 0u8;
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{
+            __m128i, _mm_and_si128, _mm_cmpeq_epi8, _mm_cmpgt_epi8, _mm_cmplt_epi8,
+            _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+        };
+        let mut any_u = false;
+        while i + 16 <= src.len() {
+            // SAFETY: `i + 16 <= src.len()`, so the 16 bytes read are in
+            // `src`; `loadu` has no alignment requirement; SSE2 is part of
+            // the x86_64 baseline.
+            let (cont, u) = unsafe {
+                let v = _mm_loadu_si128(src.as_ptr().add(i).cast::<__m128i>());
+                let lower = _mm_or_si128(v, _mm_set1_epi8(0x20));
+                let alpha = _mm_and_si128(
+                    _mm_cmpgt_epi8(lower, _mm_set1_epi8(0x60)),
+                    _mm_cmplt_epi8(lower, _mm_set1_epi8(0x7b)),
+                );
+                let digit = _mm_and_si128(
+                    _mm_cmpgt_epi8(v, _mm_set1_epi8(0x2f)),
+                    _mm_cmplt_epi8(v, _mm_set1_epi8(0x3a)),
+                );
+                let under = _mm_cmpeq_epi8(v, _mm_set1_epi8(0x5f));
+                let id = _mm_or_si128(_mm_or_si128(alpha, digit), under);
+                // Bytes >= 0x80 (their sign bit) continue identifiers too.
+                let cont = (_mm_movemask_epi8(id) | _mm_movemask_epi8(v)) as u32;
+                let u = _mm_movemask_epi8(_mm_cmpeq_epi8(lower, _mm_set1_epi8(0x75))) as u32;
+                (cont, u)
+            };
+            let stop = !cont & 0xffff;
+            if stop != 0 {
+                let k = stop.trailing_zeros();
+                return (i + k as usize, any_u || u & ((1u32 << k) - 1) != 0);
+            }
+            any_u |= u != 0;
+            i += 16;
+        }
+        let (end, u) = ident_end_scalar(src, i);
+        (end, any_u || u)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        ident_end_scalar(src, i)
+    }
+}
+
+#[inline(always)]
+fn ident_end_scalar(src: &[u8], mut i: usize) -> (usize, bool) {
+    let mut u = false;
     while let Some(&c) = src.get(i) {
-        let f = IDFLAGS[c as usize];
-        if f == 0 {
+        if !IDCONT[c as usize] {
             break;
         }
-        flags |= f;
+        u |= c | 0x20 == b'u';
         i += 1;
     }
-    (i, flags & ID_U != 0)
+    (i, u)
 }
 
 /// Index of the first byte at or after `i` that is not a space (` `).
@@ -242,21 +284,38 @@ enum Imp {
     FromAfterAlias,
 }
 
+/// Bit `min(len, 31)` of `t[first byte]` for every word.
+const fn word_bits(mut t: [u32; 256], words: &[&[u8]]) -> [u32; 256] {
+    let mut i = 0;
+    while i < words.len() {
+        let w = words[i];
+        if !w.is_empty() {
+            let len = if w.len() < 31 { w.len() } else { 31 };
+            t[w[0] as usize] |= 1 << len;
+        }
+        i += 1;
+    }
+    t
+}
+
+/// The identifiers that need more than "count and remember" (whatever
+/// the names bound to catalogue entries): keywords, parallelism names and
+/// the `x.devices` / `tf.config` attributes.
+static SPECIAL_IDS: [u32; 256] = word_bits(
+    word_bits(word_bits([0; 256], KEYWORDS), PARALLEL_NAMES),
+    &[b"devices", b"config"],
+);
+
 /// Names bound to catalogue entries are kept in a small vector; beyond this
 /// many, new bindings are ignored (bounds the per-identifier lookup cost).
 const MAX_BINDINGS: usize = 64;
 
+/// The lexer's rare-path state: the import-statement machine, the names
+/// bound to catalogue entries and the accumulator. The per-token state is in
+/// [`run`]'s locals and is handed to these methods when they need it.
 struct Py<'s, 'c, 'a> {
     src: &'s [u8],
     acc: &'a mut Acc<'c>,
-    /// Kinds of the last four tokens, most recent in the low byte. Kept in a
-    /// register-sized value: copying whole tokens around costs a
-    /// store-forwarding stall per token (measured).
-    kinds: u32,
-    /// The last identifier and the one before it.
-    id1: &'s [u8],
-    id2: &'s [u8],
-    depth: u32,
     /// `name` of a statement starting `name = ...` (for `m = import_module(..)`).
     assign_target: Option<&'s [u8]>,
     imp: Imp,
@@ -265,12 +324,137 @@ struct Py<'s, 'c, 'a> {
     from_relative: bool,
     from_pending: Option<&'s [u8]>,
     binds: Vec<(&'s [u8], usize)>,
-    /// Bit `len` (< 32; 31 for longer) of `[first byte]` is set for every
-    /// bound name (a cheap pre-filter).
+    /// Bit `min(len, 31)` of `[first byte]` is set for every bound name
+    /// (a cheap pre-filter for [`Py::bound`]).
     bind_filter: [u32; 256],
+    /// [`SPECIAL_IDS`] | `bind_filter`: an identifier that misses it (and
+    /// has no `u`, and is not inside an import statement) only counts.
+    id_filter: [u32; 256],
     scanpy: Option<usize>,
     anndata: Option<usize>,
     tensorflow: Option<usize>,
+}
+
+/// Kind of the `k`-th previous token (1 = the most recent) in `kinds`.
+#[inline(always)]
+fn k(kinds: u32, k: u32) -> u32 {
+    (kinds >> (8 * (k - 1))) & 0xff
+}
+
+/// A string literal: content bounds, the index after it, and how many
+/// physical newlines it spans (each one a line of code).
+struct Str {
+    start: usize,
+    end: usize,
+    next: usize,
+    newlines: u64,
+}
+
+/// Lexes a string whose opening quote is at `q`.
+#[inline]
+fn lex_string(src: &[u8], q: usize) -> Str {
+    let n = src.len();
+    let quote = src[q];
+    let mut newlines = 0;
+    if q + 2 < n && src[q + 1] == quote && src[q + 2] == quote {
+        let cs = q + 3;
+        let mut j = cs;
+        loop {
+            let Some(p) = src.get(j..).and_then(|rest| memchr3(quote, b'\\', b'\n', rest)) else {
+                return Str {
+                    start: cs.min(n),
+                    end: n,
+                    next: n,
+                    newlines,
+                };
+            };
+            j += p;
+            match src[j] {
+                b'\\' => {
+                    if src.get(j + 1) == Some(&b'\n') {
+                        newlines += 1;
+                    }
+                    j += 2;
+                }
+                b'\n' => {
+                    newlines += 1;
+                    j += 1;
+                }
+                _ if j + 2 < n && src[j + 1] == quote && src[j + 2] == quote => {
+                    return Str {
+                        start: cs,
+                        end: j,
+                        next: j + 3,
+                        newlines,
+                    };
+                }
+                _ => j += 1,
+            }
+        }
+    } else {
+        let cs = q + 1;
+        let mut j = cs;
+        loop {
+            let Some(p) = src.get(j..).and_then(|rest| memchr3(quote, b'\\', b'\n', rest)) else {
+                return Str {
+                    start: cs.min(n),
+                    end: n,
+                    next: n,
+                    newlines,
+                };
+            };
+            j += p;
+            match src[j] {
+                b'\\' => {
+                    if src.get(j + 1) == Some(&b'\n') {
+                        newlines += 1;
+                    }
+                    j += 2;
+                }
+                // Unterminated: stop at the end of the line.
+                b'\n' => {
+                    return Str {
+                        start: cs,
+                        end: j,
+                        next: j,
+                        newlines,
+                    }
+                }
+                _ => {
+                    return Str {
+                        start: cs,
+                        end: j,
+                        next: j + 1,
+                        newlines,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// End of the numeric literal starting at `s` (a digit, or `.` + digit).
+#[inline]
+fn number_end(src: &[u8], s: usize) -> usize {
+    let n = src.len();
+    let hex = s + 1 < n && src[s] == b'0' && matches!(src[s + 1], b'x' | b'X');
+    let mut i = s + 1;
+    loop {
+        while i < n && (IDCONT[src[i] as usize] || src[i] == b'.') {
+            i += 1;
+        }
+        if !hex
+            && i + 1 < n
+            && (src[i] == b'+' || src[i] == b'-')
+            && matches!(src[i - 1], b'e' | b'E')
+            && src[i + 1].is_ascii_digit()
+        {
+            i += 1;
+            continue;
+        }
+        break;
+    }
+    i
 }
 
 pub(crate) fn scan(src: &[u8], acc: &mut Acc<'_>) {
@@ -280,10 +464,6 @@ pub(crate) fn scan(src: &[u8], acc: &mut Acc<'_>) {
     let mut p = Py {
         src,
         acc,
-        kinds: K_NONE,
-        id1: b"",
-        id2: b"",
-        depth: 0,
         assign_target: None,
         imp: Imp::Idle,
         imp_top: b"",
@@ -292,202 +472,308 @@ pub(crate) fn scan(src: &[u8], acc: &mut Acc<'_>) {
         from_pending: None,
         binds: Vec::new(),
         bind_filter: [0; 256],
+        id_filter: SPECIAL_IDS,
         scanpy,
         anndata,
         tensorflow,
     };
-    p.run();
+    run(&mut p);
+}
+
+/// The hot loop. Line accounting, token counts and the token history are
+/// locals, written back to the accumulator at the end.
+fn run<'s>(p: &mut Py<'s, '_, '_>) {
+    let src: &'s [u8] = p.src;
+    let n = src.len();
+    // Kinds of the last four tokens, most recent in the low byte.
+    let mut kinds: u32 = K_NONE;
+    // The last identifier and the one before it.
+    let mut id1: &'s [u8] = b"";
+    let mut id2: &'s [u8] = b"";
+    let mut depth: u32 = 0;
+    let mut tokens: u64 = 0;
+    let mut lines: u64 = 0;
+    let mut code_lines: u64 = 0;
+    let mut comment_lines: u64 = 0;
+    let mut line_code = p.acc.line_code;
+    let mut line_comment = p.acc.line_comment;
+    let mut max_num: f64 = 0.0;
+    let mut imp_active = false;
+
+    macro_rules! newline {
+        () => {{
+            lines += 1;
+            code_lines += u64::from(line_code);
+            comment_lines += u64::from(!line_code & line_comment);
+            line_code = false;
+            line_comment = false;
+        }};
+    }
+    // A one-byte operator token (not `(`/`=`/`;`, handled apart).
+    macro_rules! op {
+        ($c:expr) => {{
+            tokens += 1;
+            line_code = true;
+            if imp_active {
+                p.imp_step(T::Op($c));
+                imp_active = p.imp != Imp::Idle;
+            }
+            kinds = (kinds << 8) | u32::from($c);
+        }};
+    }
+
+    let mut i = 0;
+    while i < n {
+        let b = src[i];
+        match PYCLASS[b as usize] {
+            C_SPACE => i = skip_spaces(src, i + 1),
+            C_ID => {
+                let s = i;
+                let (end, has_u) = ident_end(src, i + 1);
+                i = end;
+                let len = i - s;
+                if len <= 2
+                    && i < n
+                    && CLASS[src[i] as usize] == C_QUOTE
+                    && is_string_prefix(&src[s..i])
+                {
+                    // The prefix and the string are one token.
+                    let st = lex_string(src, i);
+                    string_token(
+                        p,
+                        &st,
+                        &mut kinds,
+                        id1,
+                        &mut tokens,
+                        &mut imp_active,
+                        &mut lines,
+                        &mut code_lines,
+                        &mut line_comment,
+                    );
+                    line_code = true;
+                    i = st.next;
+                    continue;
+                }
+                let x = &src[s..i];
+                tokens += 1;
+                line_code = true;
+                if p.id_filter[b as usize] & (1u32 << len.min(31)) != 0 || imp_active {
+                    kinds = p.ident(x, has_u, kinds, id1);
+                    imp_active = p.imp != Imp::Idle;
+                } else {
+                    if has_u && gpu_word(x) {
+                        p.acc.c.gpu_hints += 1;
+                    }
+                    kinds = (kinds << 8) | K_ID;
+                }
+                id2 = id1;
+                id1 = x;
+            }
+            C_NL => {
+                newline!();
+                if depth == 0 {
+                    if imp_active {
+                        p.imp_step(T::Nl);
+                        imp_active = p.imp != Imp::Idle;
+                    }
+                    p.assign_target = None;
+                    kinds = (kinds << 8) | K_NL;
+                }
+                i += 1;
+            }
+            C_PAREN => {
+                depth = depth.saturating_add(1);
+                tokens += 1;
+                line_code = true;
+                let consumed = imp_active && p.imp_step(T::Op(b'('));
+                imp_active = p.imp != Imp::Idle;
+                if !consumed && kinds & 0xff == K_ID {
+                    p.call(kinds, id1, id2);
+                }
+                kinds = (kinds << 8) | u32::from(b'(');
+                i += 1;
+            }
+            C_OPEN => {
+                depth = depth.saturating_add(1);
+                op!(b);
+                i += 1;
+            }
+            C_CLOSE => {
+                depth = depth.saturating_sub(1);
+                op!(b);
+                i += 1;
+            }
+            C_EQ => {
+                tokens += 1;
+                line_code = true;
+                let consumed = imp_active && p.imp_step(T::Op(b'='));
+                imp_active = p.imp != Imp::Idle;
+                if !consumed && kinds & 0xff == K_ID && is_assign(src, i) {
+                    p.assign(kinds, id1);
+                }
+                kinds = (kinds << 8) | u32::from(b'=');
+                i += 1;
+            }
+            C_SEMI => {
+                tokens += 1;
+                line_code = true;
+                let consumed = imp_active && p.imp_step(T::Op(b';'));
+                imp_active = p.imp != Imp::Idle;
+                if !consumed {
+                    p.assign_target = None;
+                }
+                kinds = (kinds << 8) | u32::from(b';');
+                i += 1;
+            }
+            C_HASH => {
+                line_comment = true;
+                i = memchr(b'\n', &src[i..]).map_or(n, |q| i + q);
+            }
+            C_DIGIT | C_DOT if b != b'.' || (i + 1 < n && src[i + 1].is_ascii_digit()) => {
+                // Fast path: a plain decimal integer of at most 15 digits
+                // (the value `literal_value` gives it, exactly).
+                let s = i;
+                let mut v: u64 = 0;
+                let mut j = i;
+                while j < n && j - s < 16 && src[j].is_ascii_digit() {
+                    v = v * 10 + u64::from(src[j] - b'0');
+                    j += 1;
+                }
+                let plain = b != b'.'
+                    && j - s <= 15
+                    && (j == n || !(IDCONT[src[j] as usize] || src[j] == b'.'));
+                let value = if plain {
+                    i = j;
+                    v as f64
+                } else {
+                    i = number_end(src, s);
+                    literal_value(&src[s..i])
+                };
+                if value > max_num {
+                    max_num = value;
+                }
+                tokens += 1;
+                line_code = true;
+                if imp_active {
+                    p.imp_step(T::Num);
+                    imp_active = p.imp != Imp::Idle;
+                }
+                kinds = (kinds << 8) | K_NUM;
+            }
+            C_QUOTE => {
+                let st = lex_string(src, i);
+                string_token(
+                    p,
+                    &st,
+                    &mut kinds,
+                    id1,
+                    &mut tokens,
+                    &mut imp_active,
+                    &mut lines,
+                    &mut code_lines,
+                    &mut line_comment,
+                );
+                line_code = true;
+                i = st.next;
+            }
+            C_BSLASH if i + 1 < n && src[i + 1] == b'\n' => {
+                // Line continuation.
+                line_code = true;
+                newline!();
+                i += 2;
+            }
+            C_BSLASH if i + 2 < n && src[i + 1] == b'\r' && src[i + 2] == b'\n' => {
+                line_code = true;
+                newline!();
+                i += 3;
+            }
+            _ => {
+                op!(b);
+                i += 1;
+            }
+        }
+    }
+    // An import statement on the last line without a trailing newline.
+    if p.imp != Imp::Idle {
+        p.imp_step(T::Nl);
+    }
+    let acc = &mut *p.acc;
+    acc.c.tokens += tokens;
+    acc.c.lines += lines;
+    acc.c.code_lines += code_lines;
+    acc.c.comment_lines += comment_lines;
+    acc.line_code = line_code;
+    acc.line_comment = line_comment;
+    acc.number_value(max_num);
+}
+
+/// A string token (after [`lex_string`]): its lines, the count, the import
+/// machine, GPU hints and `import_module("...")`. The caller sets the
+/// current line's code flag.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn string_token<'s>(
+    p: &mut Py<'s, '_, '_>,
+    st: &Str,
+    kinds: &mut u32,
+    id1: &'s [u8],
+    tokens: &mut u64,
+    imp_active: &mut bool,
+    lines: &mut u64,
+    code_lines: &mut u64,
+    line_comment: &mut bool,
+) {
+    if st.newlines > 0 {
+        // Every line a string spans holds code.
+        *lines += st.newlines;
+        *code_lines += st.newlines;
+        *line_comment = false;
+    }
+    *tokens += 1;
+    let content = &p.src[st.start..st.end];
+    let consumed = *imp_active && p.imp_step(T::Str(content));
+    *imp_active = p.imp != Imp::Idle;
+    if !consumed {
+        p.string(content, *kinds, id1);
+    }
+    *kinds = (*kinds << 8) | K_STR;
+}
+
+/// `=` at `pos` is an assignment or keyword argument (not `==`, `<=`, ...).
+#[inline]
+fn is_assign(src: &[u8], pos: usize) -> bool {
+    let next_eq = src.get(pos + 1) == Some(&b'=');
+    let prev_op = pos > 0
+        && matches!(
+            src[pos - 1],
+            b'=' | b'!' | b'<' | b'>' | b'+' | b'-' | b'*' | b'/' | b'%' | b'&' | b'|' | b'^' | b'@'
+                | b':'
+        );
+    !next_eq && !prev_op
 }
 
 impl<'s> Py<'s, '_, '_> {
-    fn run(&mut self) {
-        let src = self.src;
-        let n = src.len();
-        let mut i = 0;
-        while i < n {
-            let b = src[i];
-            match PYCLASS[b as usize] {
-                C_SPACE => i = skip_spaces(src, i + 1),
-                C_NL => {
-                    self.acc.newline();
-                    if self.depth == 0 {
-                        self.on_nl();
-                    }
-                    i += 1;
-                }
-                C_HASH => {
-                    self.acc.comment();
-                    i = find_nl(src, i);
-                }
-                C_ID => {
-                    let s = i;
-                    let (end, has_u) = ident_end(src, i + 1);
-                    i = end;
-                    let x = &src[s..i];
-                    if i - s <= 2
-                        && i < n
-                        && CLASS[src[i] as usize] == C_QUOTE
-                        && is_string_prefix(x)
-                    {
-                        i = self.string(i);
-                    } else {
-                        self.on_ident(x, keyword(x), has_u);
-                    }
-                }
-                C_DIGIT => i = self.number(i),
-                C_DOT if i + 1 < n && src[i + 1].is_ascii_digit() => i = self.number(i),
-                C_QUOTE => i = self.string(i),
-                C_BSLASH if i + 1 < n && src[i + 1] == b'\n' => {
-                    // Line continuation.
-                    self.acc.mark_code();
-                    self.acc.newline();
-                    i += 2;
-                }
-                C_BSLASH if i + 2 < n && src[i + 1] == b'\r' && src[i + 2] == b'\n' => {
-                    self.acc.mark_code();
-                    self.acc.newline();
-                    i += 3;
-                }
-                C_OPEN => {
-                    self.depth = self.depth.saturating_add(1);
-                    self.on_op(b, i);
-                    i += 1;
-                }
-                C_CLOSE => {
-                    self.depth = self.depth.saturating_sub(1);
-                    self.on_op(b, i);
-                    i += 1;
-                }
-                _ => {
-                    self.on_op(b, i);
-                    i += 1;
-                }
-            }
-        }
-        // An import statement on the last line without a trailing newline.
-        if self.imp != Imp::Idle {
-            self.imp_step(T::Nl);
-        }
-    }
-
-    fn number(&mut self, s: usize) -> usize {
-        let src = self.src;
-        let n = src.len();
-        let hex = s + 1 < n && src[s] == b'0' && matches!(src[s + 1], b'x' | b'X');
-        let mut i = s + 1;
-        loop {
-            while i < n && (IDCONT[src[i] as usize] || src[i] == b'.') {
-                i += 1;
-            }
-            if !hex
-                && i + 1 < n
-                && (src[i] == b'+' || src[i] == b'-')
-                && matches!(src[i - 1], b'e' | b'E')
-                && src[i + 1].is_ascii_digit()
-            {
-                i += 1;
-                continue;
-            }
-            break;
-        }
-        self.acc.number(&src[s..i]);
-        self.on_num();
-        i
-    }
-
-    /// Lexes a string whose opening quote is at `q`; returns the index after it.
-    fn string(&mut self, q: usize) -> usize {
-        let src = self.src;
-        let n = src.len();
-        let quote = src[q];
-        let triple = q + 2 < n && src[q + 1] == quote && src[q + 2] == quote;
-        let (content, end) = if triple {
-            let cs = q + 3;
-            let mut j = cs;
-            loop {
-                if j >= n {
-                    break (&src[cs.min(n)..], n);
-                }
-                let c = src[j];
-                if c == b'\\' {
-                    if j + 1 < n && src[j + 1] == b'\n' {
-                        self.acc.mark_code();
-                        self.acc.newline();
-                    }
-                    j += 2;
-                } else if c == b'\n' {
-                    self.acc.mark_code();
-                    self.acc.newline();
-                    j += 1;
-                } else if c == quote && j + 2 < n && src[j + 1] == quote && src[j + 2] == quote {
-                    break (&src[cs..j], j + 3);
-                } else {
-                    j += 1;
-                }
-            }
-        } else {
-            let cs = q + 1;
-            let mut j = cs;
-            loop {
-                if j >= n {
-                    break (&src[cs.min(n)..], n);
-                }
-                let c = src[j];
-                if c == b'\\' {
-                    if j + 1 < n && src[j + 1] == b'\n' {
-                        self.acc.mark_code();
-                        self.acc.newline();
-                    }
-                    j += 2;
-                } else if c == b'\n' {
-                    // Unterminated: stop at the end of the line.
-                    break (&src[cs..j], j);
-                } else if c == quote {
-                    break (&src[cs..j], j + 1);
-                } else {
-                    j += 1;
-                }
-            }
-        };
-        self.on_str(content);
-        end
-    }
-
-    /// Kind of the `k`-th previous token (1 = the one before the current).
-    #[inline(always)]
-    fn k(&self, k: u32) -> u32 {
-        (self.kinds >> (8 * (k - 1))) & 0xff
-    }
-
-    #[inline(always)]
-    fn push(&mut self, kind: u32) {
-        self.kinds = (self.kinds << 8) | kind;
-    }
-
-    /// The most recent identifier (before the current token).
-    #[inline(always)]
-    fn last_id(&self) -> &'s [u8] {
-        self.id1
-    }
-
-    /// The identifier before [`Self::last_id`].
-    #[inline(always)]
-    fn prev_id(&self) -> &'s [u8] {
-        self.id2
-    }
-
-    #[inline(always)]
-    fn on_ident(&mut self, x: &'s [u8], kw: u8, has_u: bool) {
-        self.acc.token();
+    /// An identifier that may be special (keyword, parallelism name, bound
+    /// name, GPU attribute) or is inside an import statement. Returns the
+    /// token history with it pushed.
+    #[inline(never)]
+    fn ident(&mut self, x: &'s [u8], has_u: bool, kinds: u32, id1: &'s [u8]) -> u32 {
+        let kw = keyword(x);
         if kw == 0 {
-            self.hints(x, has_u);
+            if parallel_name(x) {
+                self.acc.c.parallel_hints += 1;
+            }
+            if (has_u && gpu_word(x)) || (k(kinds, 1) == u32::from(b'.') && self.gpu_attr(x, kinds, id1))
+            {
+                self.acc.c.gpu_hints += 1;
+            }
             let consumed = self.imp != Imp::Idle && self.imp_step(T::Id(x, 0));
-            if !consumed && self.k(1) != u32::from(b'.') {
+            if !consumed && k(kinds, 1) != u32::from(b'.') {
                 if let Some(e) = self.bound(x) {
                     self.acc.use_entry(e);
                 }
             }
-            self.push(K_ID);
+            (kinds << 8) | K_ID
         } else {
             let consumed = self.imp != Imp::Idle && self.imp_step(T::Id(x, kw));
             if !consumed {
@@ -502,93 +788,33 @@ impl<'s> Py<'s, '_, '_> {
                     _ => {}
                 }
             }
-            self.push(K_KW | u32::from(kw));
+            (kinds << 8) | K_KW | u32::from(kw)
         }
-        self.id2 = self.id1;
-        self.id1 = x;
     }
 
-    #[inline(always)]
-    fn on_op(&mut self, c: u8, pos: usize) {
-        self.acc.token();
-        let consumed = self.imp != Imp::Idle && self.imp_step(T::Op(c));
-        if !consumed {
-            match c {
-                b'(' if self.k(1) == K_ID => self.call(),
-                b'=' if self.k(1) == K_ID && self.is_assign(pos) => {
-                    let x = self.last_id();
-                    if x == b"device" {
-                        self.acc.c.gpu_hints += 1;
-                    }
-                    if matches!(self.k(2), K_NONE | K_NL) || self.k(2) == u32::from(b';') {
-                        self.assign_target = Some(x);
-                    }
-                }
-                b';' => self.assign_target = None,
-                _ => {}
-            }
+    /// A string's content outside an import statement.
+    #[inline]
+    fn string(&mut self, s: &'s [u8], kinds: u32, id1: &'s [u8]) {
+        if gpu_word(s) {
+            self.acc.c.gpu_hints += 1;
         }
-        self.push(u32::from(c));
+        if k(kinds, 1) == u32::from(b'(')
+            && k(kinds, 2) == K_ID
+            && matches!(id1, b"import_module" | b"__import__")
+        {
+            self.dynamic_import(s);
+        }
     }
 
-    #[inline(always)]
-    fn on_num(&mut self) {
-        self.acc.token();
-        if self.imp != Imp::Idle {
-            self.imp_step(T::Num);
+    /// `name =` (an assignment or keyword argument; `kinds` ends with the name).
+    #[inline(never)]
+    fn assign(&mut self, kinds: u32, x: &'s [u8]) {
+        if x == b"device" {
+            self.acc.c.gpu_hints += 1;
         }
-        self.push(K_NUM);
-    }
-
-    #[inline(always)]
-    fn on_str(&mut self, s: &'s [u8]) {
-        self.acc.token();
-        let consumed = self.imp != Imp::Idle && self.imp_step(T::Str(s));
-        if !consumed {
-            if gpu_word(s) {
-                self.acc.c.gpu_hints += 1;
-            }
-            if self.k(1) == u32::from(b'(')
-                && self.k(2) == K_ID
-                && matches!(self.last_id(), b"import_module" | b"__import__")
-            {
-                self.dynamic_import(s);
-            }
+        if matches!(k(kinds, 2), K_NONE | K_NL) || k(kinds, 2) == u32::from(b';') {
+            self.assign_target = Some(x);
         }
-        self.push(K_STR);
-    }
-
-    #[inline(always)]
-    fn on_nl(&mut self) {
-        if self.imp != Imp::Idle {
-            self.imp_step(T::Nl);
-        }
-        self.assign_target = None;
-        self.push(K_NL);
-    }
-
-    /// `=` at `pos` is an assignment or keyword argument (not `==`, `<=`, ...).
-    fn is_assign(&self, pos: usize) -> bool {
-        let src = self.src;
-        let next_eq = src.get(pos + 1) == Some(&b'=');
-        let prev_op = pos > 0
-            && matches!(
-                src[pos - 1],
-                b'=' | b'!'
-                    | b'<'
-                    | b'>'
-                    | b'+'
-                    | b'-'
-                    | b'*'
-                    | b'/'
-                    | b'%'
-                    | b'&'
-                    | b'|'
-                    | b'^'
-                    | b'@'
-                    | b':'
-            );
-        !next_eq && !prev_op
     }
 
     #[inline]
@@ -618,6 +844,13 @@ impl<'s> Py<'s, '_, '_> {
         self.bind_filter = [0; 256];
         for (n, _) in &self.binds {
             self.bind_filter[n[0] as usize] |= 1u32 << n.len().min(31);
+        }
+        for (f, (s, b)) in self
+            .id_filter
+            .iter_mut()
+            .zip(SPECIAL_IDS.iter().zip(self.bind_filter.iter()))
+        {
+            *f = s | b;
         }
     }
 
@@ -769,41 +1002,31 @@ impl<'s> Py<'s, '_, '_> {
         }
     }
 
-    /// Parallelism and GPU hints of an identifier (also inside imports).
-    #[inline(always)]
-    fn hints(&mut self, x: &[u8], has_u: bool) {
-        if parallel_name(x) {
-            self.acc.c.parallel_hints += 1;
-        }
-        if (has_u && gpu_word(x)) || (self.k(1) == u32::from(b'.') && self.gpu_attr(x)) {
-            self.acc.c.gpu_hints += 1;
-        }
-    }
-
     /// `jax.devices`, `tf.config` (through any name bound to tensorflow).
     #[inline]
-    fn gpu_attr(&self, x: &[u8]) -> bool {
+    fn gpu_attr(&self, x: &[u8], kinds: u32, id1: &[u8]) -> bool {
         match x {
             b"devices" => true,
             b"config" => {
-                self.k(2) == K_ID
+                k(kinds, 2) == K_ID
                     && self.tensorflow.is_some()
-                    && self.bound(self.last_id()) == self.tensorflow
+                    && self.bound(id1) == self.tensorflow
             }
             _ => false,
         }
     }
 
-    /// An identifier (`last_id`) followed by `(`.
-    fn call(&mut self) {
-        let x = self.last_id();
-        let k2 = self.k(2);
+    /// An identifier `x` followed by `(` (`kinds` ends with it; `id2` is
+    /// the identifier before it).
+    #[inline(never)]
+    fn call(&mut self, kinds: u32, x: &'s [u8], id2: &'s [u8]) {
+        let k2 = k(kinds, 2);
         if k2 == K_KW | u32::from(KW_DEF) || k2 == K_KW | u32::from(KW_CLASS) {
             return;
         }
         self.acc.c.calls += 1;
-        let qualifier = if k2 == u32::from(b'.') && self.k(3) == K_ID {
-            Some(self.prev_id())
+        let qualifier = if k2 == u32::from(b'.') && k(kinds, 3) == K_ID {
+            Some(id2)
         } else {
             None
         };

@@ -40,8 +40,10 @@ pub(crate) struct Acc<'c> {
     pub usage: Vec<u32>,
     pub cat: &'c Catalog,
     pub lang: Language,
-    line_code: bool,
-    line_comment: bool,
+    /// The current line holds code / a comment (lexers that keep line
+    /// state in registers write it back here before [`Acc::finish`]).
+    pub(crate) line_code: bool,
+    pub(crate) line_comment: bool,
     max_num: f64,
 }
 
@@ -95,6 +97,14 @@ impl<'c> Acc<'c> {
     #[inline]
     pub fn number(&mut self, lit: &[u8]) {
         let v = literal_value(lit);
+        if v > self.max_num {
+            self.max_num = v;
+        }
+    }
+
+    /// A numeric literal's value, already computed by the lexer.
+    #[inline]
+    pub fn number_value(&mut self, v: f64) {
         if v > self.max_num {
             self.max_num = v;
         }
