@@ -179,28 +179,100 @@ const KEYWORDS: &[&[u8]] = &[
     b"True",
     b"False",
 ];
-static KEYWORD_FILTER: WordFilter = WordFilter::new(KEYWORDS);
-
-#[inline]
-fn keyword(x: &[u8]) -> u8 {
-    if !KEYWORD_FILTER.maybe(x) {
-        return 0;
+/// `w` packed little-endian into a `u64`, zero-padded (`w.len() <= 8`).
+/// Identifiers hold no NUL byte, so up to 8 bytes the packing is
+/// one-to-one.
+const fn pack(w: &[u8]) -> u64 {
+    let mut v = 0u64;
+    let mut i = 0;
+    while i < w.len() && i < 8 {
+        v |= (w[i] as u64) << (8 * i);
+        i += 1;
     }
-    match x {
-        b"for" => KW_FOR,
-        b"while" => KW_WHILE,
-        b"def" => KW_DEF,
-        b"lambda" => KW_LAMBDA,
-        b"import" => KW_IMPORT,
-        b"from" => KW_FROM,
-        b"as" => KW_AS,
-        b"class" => KW_CLASS,
-        b"if" | b"elif" | b"else" | b"return" | b"in" | b"not" | b"and" | b"or" | b"is"
-        | b"with" | b"try" | b"except" | b"finally" | b"raise" | b"yield" | b"pass" | b"break"
-        | b"continue" | b"global" | b"nonlocal" | b"assert" | b"del" | b"async" | b"await"
-        | b"None" | b"True" | b"False" => KW_OTHER,
+    v
+}
+
+/// The identifier `src[s..e]` (`e - s <= 8`) packed as by [`pack`], with
+/// one unaligned load when 8 bytes are available.
+#[inline(always)]
+fn pack_at(src: &[u8], s: usize, e: usize) -> u64 {
+    let len = e - s;
+    match src.get(s..s + 8) {
+        Some(chunk) if len > 0 => {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(chunk);
+            u64::from_le_bytes(b) & (u64::MAX >> (64 - 8 * len))
+        }
+        _ => pack(&src[s..e]),
+    }
+}
+
+/// Keyword code of an identifier of at most 8 bytes packed by [`pack`]
+/// (every keyword is at most 8 bytes long); 0 if it is not a keyword.
+#[inline]
+fn keyword_packed(w: u64) -> u8 {
+    const W_FOR: u64 = pack(b"for");
+    const W_WHILE: u64 = pack(b"while");
+    const W_DEF: u64 = pack(b"def");
+    const W_LAMBDA: u64 = pack(b"lambda");
+    const W_IMPORT: u64 = pack(b"import");
+    const W_FROM: u64 = pack(b"from");
+    const W_AS: u64 = pack(b"as");
+    const W_CLASS: u64 = pack(b"class");
+    const W_IF: u64 = pack(b"if");
+    const W_ELIF: u64 = pack(b"elif");
+    const W_ELSE: u64 = pack(b"else");
+    const W_RETURN: u64 = pack(b"return");
+    const W_IN: u64 = pack(b"in");
+    const W_NOT: u64 = pack(b"not");
+    const W_AND: u64 = pack(b"and");
+    const W_OR: u64 = pack(b"or");
+    const W_IS: u64 = pack(b"is");
+    const W_WITH: u64 = pack(b"with");
+    const W_TRY: u64 = pack(b"try");
+    const W_EXCEPT: u64 = pack(b"except");
+    const W_FINALLY: u64 = pack(b"finally");
+    const W_RAISE: u64 = pack(b"raise");
+    const W_YIELD: u64 = pack(b"yield");
+    const W_PASS: u64 = pack(b"pass");
+    const W_BREAK: u64 = pack(b"break");
+    const W_CONTINUE: u64 = pack(b"continue");
+    const W_GLOBAL: u64 = pack(b"global");
+    const W_NONLOCAL: u64 = pack(b"nonlocal");
+    const W_ASSERT: u64 = pack(b"assert");
+    const W_DEL: u64 = pack(b"del");
+    const W_ASYNC: u64 = pack(b"async");
+    const W_AWAIT: u64 = pack(b"await");
+    const W_NONE: u64 = pack(b"None");
+    const W_TRUE: u64 = pack(b"True");
+    const W_FALSE: u64 = pack(b"False");
+    match w {
+        W_FOR => KW_FOR,
+        W_WHILE => KW_WHILE,
+        W_DEF => KW_DEF,
+        W_LAMBDA => KW_LAMBDA,
+        W_IMPORT => KW_IMPORT,
+        W_FROM => KW_FROM,
+        W_AS => KW_AS,
+        W_CLASS => KW_CLASS,
+        W_IF | W_ELIF | W_ELSE | W_RETURN | W_IN | W_NOT | W_AND | W_OR | W_IS | W_WITH | W_TRY | W_EXCEPT | W_FINALLY | W_RAISE | W_YIELD | W_PASS | W_BREAK | W_CONTINUE | W_GLOBAL | W_NONLOCAL | W_ASSERT | W_DEL | W_ASYNC | W_AWAIT | W_NONE | W_TRUE | W_FALSE => KW_OTHER,
         _ => 0,
     }
+}
+
+#[cfg(test)]
+#[test]
+fn packed_keywords_are_the_keywords() {
+    for kw in KEYWORDS {
+        assert!(kw.len() <= 8);
+        assert_ne!(keyword_packed(pack(kw)), 0, "{}", String::from_utf8_lossy(kw));
+    }
+    for x in [&b"fo"[..], b"form", b"For", b"", b"elsewhere", b"Nonee"] {
+        assert_eq!(keyword_packed(pack(x)), 0);
+    }
+    let src = b"while x";
+    assert_eq!(keyword_packed(pack_at(src, 0, 5)), KW_WHILE);
+    assert_eq!(pack_at(src, 6, 7), pack(b"x"));
 }
 
 /// Names that hint at process/thread parallelism.
@@ -323,7 +395,8 @@ struct Py<'s, 'c, 'a> {
     imp_entry: Option<usize>,
     from_relative: bool,
     from_pending: Option<&'s [u8]>,
-    binds: Vec<(&'s [u8], usize)>,
+    /// (name, catalogue entry, name packed by [`pack`] or 0 if longer than 8).
+    binds: Vec<(&'s [u8], usize, u64)>,
     /// Bit `min(len, 31)` of `[first byte]` is set for every bound name
     /// (a cheap pre-filter for [`Py::bound`]).
     bind_filter: [u32; 256],
@@ -333,6 +406,16 @@ struct Py<'s, 'c, 'a> {
     scanpy: Option<usize>,
     anndata: Option<usize>,
     tensorflow: Option<usize>,
+    /// Byte ranges of the last identifier and the one before it.
+    id1: (usize, usize),
+    id2: (usize, usize),
+    lines: u64,
+    code_lines: u64,
+    comment_lines: u64,
+    /// The current line has a comment.
+    line_comment: bool,
+    /// The largest numeric literal so far.
+    max_num: f64,
 }
 
 /// Kind of the `k`-th previous token (1 = the most recent) in `kinds`.
@@ -476,49 +559,62 @@ pub(crate) fn scan(src: &[u8], acc: &mut Acc<'_>) {
         scanpy,
         anndata,
         tensorflow,
+        id1: (0, 0),
+        id2: (0, 0),
+        lines: 0,
+        code_lines: 0,
+        comment_lines: 0,
+        line_comment: false,
+        max_num: 0.0,
     };
+    p.line_comment = p.acc.line_comment;
     run(&mut p);
 }
 
-/// The hot loop. Line accounting, token counts and the token history are
-/// locals, written back to the accumulator at the end.
-fn run<'s>(p: &mut Py<'s, '_, '_>) {
-    let src: &'s [u8] = p.src;
+/// The hot loop. Only the position, the token history, the bracket depth
+/// and the token count live in registers; the rest of the state is in `p`
+/// and touched on rare events (a newline, a number, a special identifier).
+/// A line holds code when a token was counted on it (`tokens != line_tok`)
+/// or when a string or a `\` continuation spans it (counted on the spot).
+fn run(p: &mut Py<'_, '_, '_>) {
+    let src = p.src;
     let n = src.len();
     // Kinds of the last four tokens, most recent in the low byte.
     let mut kinds: u32 = K_NONE;
-    // The last identifier and the one before it.
-    let mut id1: &'s [u8] = b"";
-    let mut id2: &'s [u8] = b"";
     let mut depth: u32 = 0;
     let mut tokens: u64 = 0;
-    let mut lines: u64 = 0;
-    let mut code_lines: u64 = 0;
-    let mut comment_lines: u64 = 0;
-    let mut line_code = p.acc.line_code;
-    let mut line_comment = p.acc.line_comment;
-    let mut max_num: f64 = 0.0;
-    let mut imp_active = false;
+    // `tokens` when the current line began.
+    let mut line_tok: u64 = 0;
 
     macro_rules! newline {
-        () => {{
-            lines += 1;
-            code_lines += u64::from(line_code);
-            comment_lines += u64::from(!line_code & line_comment);
-            line_code = false;
-            line_comment = false;
+        ($code:expr) => {{
+            let code = $code;
+            p.lines += 1;
+            p.code_lines += u64::from(code);
+            p.comment_lines += u64::from(!code & p.line_comment);
+            p.line_comment = false;
+            line_tok = tokens;
         }};
     }
-    // A one-byte operator token (not `(`/`=`/`;`, handled apart).
-    macro_rules! op {
-        ($c:expr) => {{
-            tokens += 1;
-            line_code = true;
-            if imp_active {
-                p.imp_step(T::Op($c));
-                imp_active = p.imp != Imp::Idle;
+    macro_rules! push {
+        ($k:expr) => {
+            kinds = (kinds << 8) | ($k)
+        };
+    }
+    macro_rules! string {
+        ($q:expr) => {{
+            let st = lex_string(src, $q);
+            if st.newlines > 0 {
+                // Every line a string spans holds code.
+                p.lines += st.newlines;
+                p.code_lines += st.newlines;
+                p.line_comment = false;
+                line_tok = tokens;
             }
-            kinds = (kinds << 8) | u32::from($c);
+            tokens += 1;
+            p.string(st.start, st.end, kinds);
+            push!(K_STR);
+            st.next
         }};
     }
 
@@ -530,165 +626,102 @@ fn run<'s>(p: &mut Py<'s, '_, '_>) {
             C_ID => {
                 let s = i;
                 let (end, has_u) = ident_end(src, i + 1);
-                i = end;
-                let len = i - s;
+                let len = end - s;
                 if len <= 2
-                    && i < n
-                    && CLASS[src[i] as usize] == C_QUOTE
-                    && is_string_prefix(&src[s..i])
+                    && end < n
+                    && CLASS[src[end] as usize] == C_QUOTE
+                    && is_string_prefix(&src[s..end])
                 {
                     // The prefix and the string are one token.
-                    let st = lex_string(src, i);
-                    string_token(
-                        p,
-                        &st,
-                        &mut kinds,
-                        id1,
-                        &mut tokens,
-                        &mut imp_active,
-                        &mut lines,
-                        &mut code_lines,
-                        &mut line_comment,
-                    );
-                    line_code = true;
-                    i = st.next;
+                    i = string!(end);
                     continue;
                 }
-                let x = &src[s..i];
+                i = end;
                 tokens += 1;
-                line_code = true;
-                if p.id_filter[b as usize] & (1u32 << len.min(31)) != 0 || imp_active {
-                    kinds = p.ident(x, has_u, kinds, id1);
-                    imp_active = p.imp != Imp::Idle;
+                if p.id_filter[b as usize] & (1u32 << len.min(31)) != 0 || p.imp != Imp::Idle {
+                    kinds = p.ident(s, end, has_u, kinds);
                 } else {
-                    if has_u && gpu_word(x) {
+                    if has_u && gpu_word(&src[s..end]) {
                         p.acc.c.gpu_hints += 1;
                     }
-                    kinds = (kinds << 8) | K_ID;
+                    push!(K_ID);
                 }
-                id2 = id1;
-                id1 = x;
+                p.id2 = p.id1;
+                p.id1 = (s, end);
             }
             C_NL => {
-                newline!();
+                newline!(tokens != line_tok);
                 if depth == 0 {
-                    if imp_active {
+                    if p.imp != Imp::Idle {
                         p.imp_step(T::Nl);
-                        imp_active = p.imp != Imp::Idle;
                     }
                     p.assign_target = None;
-                    kinds = (kinds << 8) | K_NL;
+                    push!(K_NL);
                 }
                 i += 1;
             }
             C_PAREN => {
                 depth = depth.saturating_add(1);
                 tokens += 1;
-                line_code = true;
-                let consumed = imp_active && p.imp_step(T::Op(b'('));
-                imp_active = p.imp != Imp::Idle;
-                if !consumed && kinds & 0xff == K_ID {
-                    p.call(kinds, id1, id2);
+                if p.imp != Imp::Idle && p.imp_step(T::Op(b'(')) {
+                } else if kinds & 0xff == K_ID {
+                    p.call(kinds);
                 }
-                kinds = (kinds << 8) | u32::from(b'(');
-                i += 1;
-            }
-            C_OPEN => {
-                depth = depth.saturating_add(1);
-                op!(b);
-                i += 1;
-            }
-            C_CLOSE => {
-                depth = depth.saturating_sub(1);
-                op!(b);
+                push!(u32::from(b'('));
                 i += 1;
             }
             C_EQ => {
                 tokens += 1;
-                line_code = true;
-                let consumed = imp_active && p.imp_step(T::Op(b'='));
-                imp_active = p.imp != Imp::Idle;
-                if !consumed && kinds & 0xff == K_ID && is_assign(src, i) {
-                    p.assign(kinds, id1);
+                if p.imp != Imp::Idle && p.imp_step(T::Op(b'=')) {
+                } else if kinds & 0xff == K_ID && is_assign(src, i) {
+                    p.assign(kinds);
                 }
-                kinds = (kinds << 8) | u32::from(b'=');
+                push!(u32::from(b'='));
                 i += 1;
             }
             C_SEMI => {
                 tokens += 1;
-                line_code = true;
-                let consumed = imp_active && p.imp_step(T::Op(b';'));
-                imp_active = p.imp != Imp::Idle;
-                if !consumed {
+                if p.imp != Imp::Idle && p.imp_step(T::Op(b';')) {
+                } else {
                     p.assign_target = None;
                 }
-                kinds = (kinds << 8) | u32::from(b';');
+                push!(u32::from(b';'));
                 i += 1;
             }
             C_HASH => {
-                line_comment = true;
+                p.line_comment = true;
                 i = memchr(b'\n', &src[i..]).map_or(n, |q| i + q);
             }
             C_DIGIT | C_DOT if b != b'.' || (i + 1 < n && src[i + 1].is_ascii_digit()) => {
-                // Fast path: a plain decimal integer of at most 15 digits
-                // (the value `literal_value` gives it, exactly).
-                let s = i;
-                let mut v: u64 = 0;
-                let mut j = i;
-                while j < n && j - s < 16 && src[j].is_ascii_digit() {
-                    v = v * 10 + u64::from(src[j] - b'0');
-                    j += 1;
-                }
-                let plain = b != b'.'
-                    && j - s <= 15
-                    && (j == n || !(IDCONT[src[j] as usize] || src[j] == b'.'));
-                let value = if plain {
-                    i = j;
-                    v as f64
-                } else {
-                    i = number_end(src, s);
-                    literal_value(&src[s..i])
-                };
-                if value > max_num {
-                    max_num = value;
-                }
+                i = p.number(i);
                 tokens += 1;
-                line_code = true;
-                if imp_active {
+                if p.imp != Imp::Idle {
                     p.imp_step(T::Num);
-                    imp_active = p.imp != Imp::Idle;
                 }
-                kinds = (kinds << 8) | K_NUM;
+                push!(K_NUM);
             }
-            C_QUOTE => {
-                let st = lex_string(src, i);
-                string_token(
-                    p,
-                    &st,
-                    &mut kinds,
-                    id1,
-                    &mut tokens,
-                    &mut imp_active,
-                    &mut lines,
-                    &mut code_lines,
-                    &mut line_comment,
-                );
-                line_code = true;
-                i = st.next;
-            }
+            C_QUOTE => i = string!(i),
             C_BSLASH if i + 1 < n && src[i + 1] == b'\n' => {
-                // Line continuation.
-                line_code = true;
-                newline!();
+                // Line continuation: the line holds code.
+                newline!(true);
                 i += 2;
             }
             C_BSLASH if i + 2 < n && src[i + 1] == b'\r' && src[i + 2] == b'\n' => {
-                line_code = true;
-                newline!();
+                newline!(true);
                 i += 3;
             }
-            _ => {
-                op!(b);
+            class => {
+                // Any other operator: one token.
+                if class == C_OPEN {
+                    depth = depth.saturating_add(1);
+                } else if class == C_CLOSE {
+                    depth = depth.saturating_sub(1);
+                }
+                tokens += 1;
+                if p.imp != Imp::Idle {
+                    p.imp_step(T::Op(b));
+                }
+                push!(u32::from(b));
                 i += 1;
             }
         }
@@ -699,44 +732,12 @@ fn run<'s>(p: &mut Py<'s, '_, '_>) {
     }
     let acc = &mut *p.acc;
     acc.c.tokens += tokens;
-    acc.c.lines += lines;
-    acc.c.code_lines += code_lines;
-    acc.c.comment_lines += comment_lines;
-    acc.line_code = line_code;
-    acc.line_comment = line_comment;
-    acc.number_value(max_num);
-}
-
-/// A string token (after [`lex_string`]): its lines, the count, the import
-/// machine, GPU hints and `import_module("...")`. The caller sets the
-/// current line's code flag.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn string_token<'s>(
-    p: &mut Py<'s, '_, '_>,
-    st: &Str,
-    kinds: &mut u32,
-    id1: &'s [u8],
-    tokens: &mut u64,
-    imp_active: &mut bool,
-    lines: &mut u64,
-    code_lines: &mut u64,
-    line_comment: &mut bool,
-) {
-    if st.newlines > 0 {
-        // Every line a string spans holds code.
-        *lines += st.newlines;
-        *code_lines += st.newlines;
-        *line_comment = false;
-    }
-    *tokens += 1;
-    let content = &p.src[st.start..st.end];
-    let consumed = *imp_active && p.imp_step(T::Str(content));
-    *imp_active = p.imp != Imp::Idle;
-    if !consumed {
-        p.string(content, *kinds, id1);
-    }
-    *kinds = (*kinds << 8) | K_STR;
+    acc.c.lines += p.lines;
+    acc.c.code_lines += p.code_lines;
+    acc.c.comment_lines += p.comment_lines;
+    acc.line_code = tokens != line_tok;
+    acc.line_comment = p.line_comment;
+    acc.number_value(p.max_num);
 }
 
 /// `=` at `pos` is an assignment or keyword argument (not `==`, `<=`, ...).
@@ -753,23 +754,32 @@ fn is_assign(src: &[u8], pos: usize) -> bool {
 }
 
 impl<'s> Py<'s, '_, '_> {
-    /// An identifier that may be special (keyword, parallelism name, bound
-    /// name, GPU attribute) or is inside an import statement. Returns the
-    /// token history with it pushed.
+    /// The identifier at `r` (a byte range of the source).
+    #[inline(always)]
+    fn id(&self, r: (usize, usize)) -> &'s [u8] {
+        let src: &'s [u8] = self.src;
+        &src[r.0..r.1]
+    }
+
+    /// An identifier at `s..e` that may be special (keyword, parallelism
+    /// name, bound name, GPU attribute) or is inside an import statement.
+    /// Returns the token history with it pushed.
     #[inline(never)]
-    fn ident(&mut self, x: &'s [u8], has_u: bool, kinds: u32, id1: &'s [u8]) -> u32 {
-        let kw = keyword(x);
+    fn ident(&mut self, s: usize, e: usize, has_u: bool, kinds: u32) -> u32 {
+        let x = self.id((s, e));
+        let w = if e - s <= 8 { pack_at(self.src, s, e) } else { 0 };
+        let kw = if w != 0 { keyword_packed(w) } else { 0 };
         if kw == 0 {
             if parallel_name(x) {
                 self.acc.c.parallel_hints += 1;
             }
-            if (has_u && gpu_word(x)) || (k(kinds, 1) == u32::from(b'.') && self.gpu_attr(x, kinds, id1))
+            if (has_u && gpu_word(x)) || (k(kinds, 1) == u32::from(b'.') && self.gpu_attr(x, kinds))
             {
                 self.acc.c.gpu_hints += 1;
             }
             let consumed = self.imp != Imp::Idle && self.imp_step(T::Id(x, 0));
             if !consumed && k(kinds, 1) != u32::from(b'.') {
-                if let Some(e) = self.bound(x) {
+                if let Some(e) = self.bound_packed(x, w) {
                     self.acc.use_entry(e);
                 }
             }
@@ -792,29 +802,63 @@ impl<'s> Py<'s, '_, '_> {
         }
     }
 
-    /// A string's content outside an import statement.
-    #[inline]
-    fn string(&mut self, s: &'s [u8], kinds: u32, id1: &'s [u8]) {
-        if gpu_word(s) {
+    /// A string token with content `s..e` (`kinds` is the history before it).
+    #[inline(never)]
+    fn string(&mut self, s: usize, e: usize, kinds: u32) {
+        let content = self.id((s, e));
+        if self.imp != Imp::Idle && self.imp_step(T::Str(content)) {
+            return;
+        }
+        if gpu_word(content) {
             self.acc.c.gpu_hints += 1;
         }
         if k(kinds, 1) == u32::from(b'(')
             && k(kinds, 2) == K_ID
-            && matches!(id1, b"import_module" | b"__import__")
+            && matches!(self.id(self.id1), b"import_module" | b"__import__")
         {
-            self.dynamic_import(s);
+            self.dynamic_import(content);
         }
     }
 
-    /// `name =` (an assignment or keyword argument; `kinds` ends with the name).
+    /// `name =` (an assignment or keyword argument; `kinds` ends with the
+    /// name, the last identifier).
     #[inline(never)]
-    fn assign(&mut self, kinds: u32, x: &'s [u8]) {
+    fn assign(&mut self, kinds: u32) {
+        let x = self.id(self.id1);
         if x == b"device" {
             self.acc.c.gpu_hints += 1;
         }
         if matches!(k(kinds, 2), K_NONE | K_NL) || k(kinds, 2) == u32::from(b';') {
             self.assign_target = Some(x);
         }
+    }
+
+    /// A numeric literal starting at `s`; returns the index after it.
+    #[inline(always)]
+    fn number(&mut self, s: usize) -> usize {
+        let src = self.src;
+        let n = src.len();
+        // Fast path: a plain decimal integer of at most 15 digits (the
+        // value `literal_value` gives it, exactly).
+        let mut v: u64 = 0;
+        let mut j = s;
+        while j < n && j - s < 16 && src[j].is_ascii_digit() {
+            v = v * 10 + u64::from(src[j] - b'0');
+            j += 1;
+        }
+        let (end, value) = if j > s
+            && j - s <= 15
+            && (j == n || !(IDCONT[src[j] as usize] || src[j] == b'.'))
+        {
+            (j, v as f64)
+        } else {
+            let end = number_end(src, s);
+            (end, literal_value(&src[s..end]))
+        };
+        if value > self.max_num {
+            self.max_num = value;
+        }
+        end
     }
 
     #[inline]
@@ -825,24 +869,42 @@ impl<'s> Py<'s, '_, '_> {
         }
         self.binds
             .iter()
-            .find(|(n, _)| n.len() == x.len() && n[0] == f && *n == x)
-            .map(|(_, e)| *e)
+            .find(|(n, _, _)| n.len() == x.len() && n[0] == f && *n == x)
+            .map(|(_, e, _)| *e)
+    }
+
+    /// [`Py::bound`] for an identifier `x` packed as `w` (0 if longer than
+    /// 8 bytes): short names compare as one `u64`.
+    #[inline]
+    fn bound_packed(&self, x: &[u8], w: u64) -> Option<usize> {
+        if w == 0 {
+            return self.bound(x);
+        }
+        let f = x[0];
+        if self.bind_filter[f as usize] & (1u32 << x.len()) == 0 {
+            return None;
+        }
+        self.binds
+            .iter()
+            .find(|(_, _, k)| *k == w)
+            .map(|(_, e, _)| *e)
     }
 
     fn bind(&mut self, name: &'s [u8], entry: Option<usize>) {
-        let pos = self.binds.iter().position(|(n, _)| *n == name);
+        let pos = self.binds.iter().position(|(n, _, _)| *n == name);
         match (pos, entry) {
             (Some(p), Some(e)) => self.binds[p].1 = e,
             (Some(p), None) => {
                 self.binds.swap_remove(p);
             }
             (None, Some(e)) if self.binds.len() < MAX_BINDINGS && !name.is_empty() => {
-                self.binds.push((name, e))
+                let w = if name.len() <= 8 { pack(name) } else { 0 };
+                self.binds.push((name, e, w))
             }
             _ => {}
         }
         self.bind_filter = [0; 256];
-        for (n, _) in &self.binds {
+        for (n, _, _) in &self.binds {
             self.bind_filter[n[0] as usize] |= 1u32 << n.len().min(31);
         }
         for (f, (s, b)) in self
@@ -1004,29 +1066,29 @@ impl<'s> Py<'s, '_, '_> {
 
     /// `jax.devices`, `tf.config` (through any name bound to tensorflow).
     #[inline]
-    fn gpu_attr(&self, x: &[u8], kinds: u32, id1: &[u8]) -> bool {
+    fn gpu_attr(&self, x: &[u8], kinds: u32) -> bool {
         match x {
             b"devices" => true,
             b"config" => {
                 k(kinds, 2) == K_ID
                     && self.tensorflow.is_some()
-                    && self.bound(id1) == self.tensorflow
+                    && self.bound(self.id(self.id1)) == self.tensorflow
             }
             _ => false,
         }
     }
 
-    /// An identifier `x` followed by `(` (`kinds` ends with it; `id2` is
-    /// the identifier before it).
+    /// The last identifier followed by `(` (`kinds` ends with it).
     #[inline(never)]
-    fn call(&mut self, kinds: u32, x: &'s [u8], id2: &'s [u8]) {
+    fn call(&mut self, kinds: u32) {
+        let x = self.id(self.id1);
         let k2 = k(kinds, 2);
         if k2 == K_KW | u32::from(KW_DEF) || k2 == K_KW | u32::from(KW_CLASS) {
             return;
         }
         self.acc.c.calls += 1;
         let qualifier = if k2 == u32::from(b'.') && k(kinds, 3) == K_ID {
-            Some(id2)
+            Some(self.id(self.id2))
         } else {
             None
         };
