@@ -14,8 +14,8 @@
 use memchr::{memchr, memchr3};
 
 use super::scan::{
-    gpu_word, literal_value, Acc, WordFilter, CLASS, C_BSLASH, C_DIGIT, C_DOT, C_HASH, C_ID,
-    C_NL, C_QUOTE, C_SPACE, IDCONT, T,
+    gpu_word, literal_value, Acc, WordFilter, CLASS, C_BSLASH, C_DIGIT, C_DOT, C_HASH, C_ID, C_NL,
+    C_QUOTE, C_SPACE, IDCONT, T,
 };
 
 // Python's own byte classes: the shared ones plus the operators that need
@@ -255,7 +255,9 @@ fn keyword_packed(w: u64) -> u8 {
         W_FROM => KW_FROM,
         W_AS => KW_AS,
         W_CLASS => KW_CLASS,
-        W_IF | W_ELIF | W_ELSE | W_RETURN | W_IN | W_NOT | W_AND | W_OR | W_IS | W_WITH | W_TRY | W_EXCEPT | W_FINALLY | W_RAISE | W_YIELD | W_PASS | W_BREAK | W_CONTINUE | W_GLOBAL | W_NONLOCAL | W_ASSERT | W_DEL | W_ASYNC | W_AWAIT | W_NONE | W_TRUE | W_FALSE => KW_OTHER,
+        W_IF | W_ELIF | W_ELSE | W_RETURN | W_IN | W_NOT | W_AND | W_OR | W_IS | W_WITH | W_TRY
+        | W_EXCEPT | W_FINALLY | W_RAISE | W_YIELD | W_PASS | W_BREAK | W_CONTINUE | W_GLOBAL
+        | W_NONLOCAL | W_ASSERT | W_DEL | W_ASYNC | W_AWAIT | W_NONE | W_TRUE | W_FALSE => KW_OTHER,
         _ => 0,
     }
 }
@@ -265,7 +267,12 @@ fn keyword_packed(w: u64) -> u8 {
 fn packed_keywords_are_the_keywords() {
     for kw in KEYWORDS {
         assert!(kw.len() <= 8);
-        assert_ne!(keyword_packed(pack(kw)), 0, "{}", String::from_utf8_lossy(kw));
+        assert_ne!(
+            keyword_packed(pack(kw)),
+            0,
+            "{}",
+            String::from_utf8_lossy(kw)
+        );
     }
     for x in [&b"fo"[..], b"form", b"For", b"", b"elsewhere", b"Nonee"] {
         assert_eq!(keyword_packed(pack(x)), 0);
@@ -443,7 +450,10 @@ fn lex_string(src: &[u8], q: usize) -> Str {
         let cs = q + 3;
         let mut j = cs;
         loop {
-            let Some(p) = src.get(j..).and_then(|rest| memchr3(quote, b'\\', b'\n', rest)) else {
+            let Some(p) = src
+                .get(j..)
+                .and_then(|rest| memchr3(quote, b'\\', b'\n', rest))
+            else {
                 return Str {
                     start: cs.min(n),
                     end: n,
@@ -478,7 +488,10 @@ fn lex_string(src: &[u8], q: usize) -> Str {
         let cs = q + 1;
         let mut j = cs;
         loop {
-            let Some(p) = src.get(j..).and_then(|rest| memchr3(quote, b'\\', b'\n', rest)) else {
+            let Some(p) = src
+                .get(j..)
+                .and_then(|rest| memchr3(quote, b'\\', b'\n', rest))
+            else {
                 return Str {
                     start: cs.min(n),
                     end: n,
@@ -747,7 +760,18 @@ fn is_assign(src: &[u8], pos: usize) -> bool {
     let prev_op = pos > 0
         && matches!(
             src[pos - 1],
-            b'=' | b'!' | b'<' | b'>' | b'+' | b'-' | b'*' | b'/' | b'%' | b'&' | b'|' | b'^' | b'@'
+            b'=' | b'!'
+                | b'<'
+                | b'>'
+                | b'+'
+                | b'-'
+                | b'*'
+                | b'/'
+                | b'%'
+                | b'&'
+                | b'|'
+                | b'^'
+                | b'@'
                 | b':'
         );
     !next_eq && !prev_op
@@ -767,7 +791,11 @@ impl<'s> Py<'s, '_, '_> {
     #[inline(never)]
     fn ident(&mut self, s: usize, e: usize, has_u: bool, kinds: u32) -> u32 {
         let x = self.id((s, e));
-        let w = if e - s <= 8 { pack_at(self.src, s, e) } else { 0 };
+        let w = if e - s <= 8 {
+            pack_at(self.src, s, e)
+        } else {
+            0
+        };
         let kw = if w != 0 { keyword_packed(w) } else { 0 };
         if kw == 0 {
             if parallel_name(x) {
@@ -846,15 +874,13 @@ impl<'s> Py<'s, '_, '_> {
             v = v * 10 + u64::from(src[j] - b'0');
             j += 1;
         }
-        let (end, value) = if j > s
-            && j - s <= 15
-            && (j == n || !(IDCONT[src[j] as usize] || src[j] == b'.'))
-        {
-            (j, v as f64)
-        } else {
-            let end = number_end(src, s);
-            (end, literal_value(&src[s..end]))
-        };
+        let (end, value) =
+            if j > s && j - s <= 15 && (j == n || !(IDCONT[src[j] as usize] || src[j] == b'.')) {
+                (j, v as f64)
+            } else {
+                let end = number_end(src, s);
+                (end, literal_value(&src[s..end]))
+            };
         if value > self.max_num {
             self.max_num = value;
         }

@@ -1112,6 +1112,27 @@ fn python_lexer_matches_reference() {
           def f(): pass\nlambda: 0\nclass A(B): pass\nwhile 1: n_jobs = Pool(4)\n\\\n"
             .to_vec(),
     ));
+    // Identifiers across the 16-byte SIMD chunks: `u` before, at and after
+    // a chunk edge, non-ASCII bytes, long bound names, keywords and names
+    // of exactly 8 bytes (the packed compare), an identifier that ends the
+    // source.
+    let mut long = Vec::new();
+    for k in 0..40 {
+        let mut name = vec![b'a'; k];
+        if k > 0 {
+            name[k - 1] = b'u';
+        }
+        long.extend_from_slice(b"x = ");
+        long.extend_from_slice(&name);
+        long.extend_from_slice(b"_cuda(1)\n");
+    }
+    long.extend_from_slice(
+        "import verylongmodulename_gpu as averylongaliasname\naverylongaliasname.f()\n\
+         import numpy as abcdefgh\nabcdefgh.x()\nabcdefghi = 1\ncontinue nonlocal\n\
+         caf\u{e9} = '\u{fc}ber'\n\u{e9}t\u{e9}_cuda = 1\nend_of_source"
+            .as_bytes(),
+    );
+    corpus.push(("identifiers".into(), long));
     for (name, src) in &corpus {
         assert_same_as_reference(src, &catalog, name);
     }
