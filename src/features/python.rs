@@ -41,24 +41,87 @@ const fn build_pyclass() -> [u8; 256] {
 
 static PYCLASS: [u8; 256] = build_pyclass();
 
-/// Identifier-continuation bytes from `i`: the end, and whether any of them
-/// is `u`/`U` (the letter `cuda` and `gpu` share: only identifiers holding
-/// one go through [`gpu_word`]).
+/// Identifier bytes of one 64-byte block of the source, classified once:
+/// bit `k` of `id` is set when byte `base + k` continues an identifier,
+/// bit `k` of `u` when it is `u`/`U`. Bytes past the end read as NUL (no
+/// identifier), so a scan never runs past the source.
+struct IdBlocks {
+    base: usize,
+    id: u64,
+    u: u64,
+}
+
+impl IdBlocks {
+    fn new() -> IdBlocks {
+        IdBlocks {
+            base: usize::MAX,
+            id: 0,
+            u: 0,
+        }
+    }
+
+    #[inline(never)]
+    fn load(&mut self, src: &[u8], base: usize) {
+        let whole = src
+            .get(base..base + 64)
+            .and_then(|b| <&[u8; 64]>::try_from(b).ok());
+        let (id, u) = match whole {
+            Some(block) => classify64(block),
+            None => {
+                let mut buf = [0u8; 64];
+                if let Some(rest) = src.get(base..) {
+                    buf[..rest.len()].copy_from_slice(rest);
+                }
+                classify64(&buf)
+            }
+        };
+        self.base = base;
+        self.id = id;
+        self.u = u;
+    }
+
+    /// End of the identifier whose first byte is at `s`, and whether it
+    /// holds a `u`/`U` (the letter `cuda` and `gpu` share: only those go
+    /// through [`gpu_word`]).
+    #[inline(always)]
+    fn ident_end(&mut self, src: &[u8], s: usize) -> (usize, bool) {
+        let mut i = s;
+        let mut has_u = false;
+        loop {
+            let base = i & !63;
+            if base != self.base {
+                self.load(src, base);
+            }
+            let off = i - base;
+            let stop = !self.id >> off;
+            let u = self.u >> off;
+            if stop != 0 {
+                let k = stop.trailing_zeros();
+                return (i + k as usize, has_u || u & ((1u64 << k) - 1) != 0);
+            }
+            has_u |= u != 0;
+            i = base + 64;
+        }
+    }
+}
+
+/// (identifier-continuation, `u`/`U`) bit masks of 64 bytes.
 #[inline(always)]
-fn ident_end(src: &[u8], mut i: usize) -> (usize, bool) {
+fn classify64(block: &[u8; 64]) -> (u64, u64) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{
             __m128i, _mm_and_si128, _mm_cmpeq_epi8, _mm_cmpgt_epi8, _mm_cmplt_epi8,
             _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
         };
-        let mut any_u = false;
-        while i + 16 <= src.len() {
-            // SAFETY: `i + 16 <= src.len()`, so the 16 bytes read are in
-            // `src`; `loadu` has no alignment requirement; SSE2 is part of
-            // the x86_64 baseline.
-            let (cont, u) = unsafe {
-                let v = _mm_loadu_si128(src.as_ptr().add(i).cast::<__m128i>());
+        let mut id = 0u64;
+        let mut u = 0u64;
+        for k in 0..4 {
+            // SAFETY: `block` holds 64 bytes, so the 16 bytes at
+            // `16 * k` are inside it; `loadu` has no alignment requirement;
+            // SSE2 is part of the x86_64 baseline.
+            let (c, uu) = unsafe {
+                let v = _mm_loadu_si128(block.as_ptr().add(16 * k).cast::<__m128i>());
                 let lower = _mm_or_si128(v, _mm_set1_epi8(0x20));
                 let alpha = _mm_and_si128(
                     _mm_cmpgt_epi8(lower, _mm_set1_epi8(0x60)),
@@ -69,40 +132,27 @@ fn ident_end(src: &[u8], mut i: usize) -> (usize, bool) {
                     _mm_cmplt_epi8(v, _mm_set1_epi8(0x3a)),
                 );
                 let under = _mm_cmpeq_epi8(v, _mm_set1_epi8(0x5f));
-                let id = _mm_or_si128(_mm_or_si128(alpha, digit), under);
+                let idm = _mm_or_si128(_mm_or_si128(alpha, digit), under);
                 // Bytes >= 0x80 (their sign bit) continue identifiers too.
-                let cont = (_mm_movemask_epi8(id) | _mm_movemask_epi8(v)) as u32;
-                let u = _mm_movemask_epi8(_mm_cmpeq_epi8(lower, _mm_set1_epi8(0x75))) as u32;
-                (cont, u)
+                let c = (_mm_movemask_epi8(idm) | _mm_movemask_epi8(v)) as u32 as u64;
+                let uu = _mm_movemask_epi8(_mm_cmpeq_epi8(lower, _mm_set1_epi8(0x75))) as u32 as u64;
+                (c, uu)
             };
-            let stop = !cont & 0xffff;
-            if stop != 0 {
-                let k = stop.trailing_zeros();
-                return (i + k as usize, any_u || u & ((1u32 << k) - 1) != 0);
-            }
-            any_u |= u != 0;
-            i += 16;
+            id |= c << (16 * k);
+            u |= uu << (16 * k);
         }
-        let (end, u) = ident_end_scalar(src, i);
-        (end, any_u || u)
+        (id, u)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        ident_end_scalar(src, i)
-    }
-}
-
-#[inline(always)]
-fn ident_end_scalar(src: &[u8], mut i: usize) -> (usize, bool) {
-    let mut u = false;
-    while let Some(&c) = src.get(i) {
-        if !IDCONT[c as usize] {
-            break;
+        let mut id = 0u64;
+        let mut u = 0u64;
+        for (k, &c) in block.iter().enumerate() {
+            id |= u64::from(IDCONT[c as usize]) << k;
+            u |= u64::from(c | 0x20 == b'u') << k;
         }
-        u |= c | 0x20 == b'u';
-        i += 1;
+        (id, u)
     }
-    (i, u)
 }
 
 /// Index of the first byte at or after `i` that is not a space (` `).
@@ -598,6 +648,7 @@ fn run(p: &mut Py<'_, '_, '_>) {
     let mut tokens: u64 = 0;
     // `tokens` when the current line began.
     let mut line_tok: u64 = 0;
+    let mut blocks = IdBlocks::new();
 
     macro_rules! newline {
         ($code:expr) => {{
@@ -638,7 +689,7 @@ fn run(p: &mut Py<'_, '_, '_>) {
             C_SPACE => i = skip_spaces(src, i + 1),
             C_ID => {
                 let s = i;
-                let (end, has_u) = ident_end(src, i + 1);
+                let (end, has_u) = blocks.ident_end(src, i);
                 let len = end - s;
                 if len <= 2
                     && end < n
