@@ -839,7 +839,7 @@ impl<'s> Py<'s, '_, '_> {
     /// An identifier at `s..e` that may be special (keyword, parallelism
     /// name, bound name, GPU attribute) or is inside an import statement.
     /// Returns the token history with it pushed.
-    #[inline(never)]
+    #[inline]
     fn ident(&mut self, s: usize, e: usize, has_u: bool, kinds: u32) -> u32 {
         let x = self.id((s, e));
         let w = if e - s <= 8 {
