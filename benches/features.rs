@@ -97,6 +97,9 @@ fn bench(c: &mut Criterion) {
     c.bench_function("extract/python_2000_lines_from_file_no_sha256", |b| {
         b.iter(|| features::extract(black_box(&req), &catalog, &no_sha).expect("extract"))
     });
+    c.bench_function("predict/3_trained_models_bench_vector", |b| {
+        b.iter(|| trained.predict(black_box(&x.vector)))
+    });
     c.bench_function("predict/end_to_end_2000_lines", |b| {
         b.iter(|| {
             let x = features::extract(black_box(&req), &catalog, &opts).expect("extract");
