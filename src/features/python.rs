@@ -1,14 +1,15 @@
 //! Single-pass Python lexer + analyser over bytes.
 //!
 //! Layout for speed (the models issue asks for features + 3 models in
-//! ≤ 50 µs on a 2,000-line script): the per-token state (token history,
-//! last two identifiers, bracket depth, token and line counters) lives in
-//! locals of [`run`], so it stays in registers; everything rare (import
-//! statements, bindings, calls, assignments, `import_module`) is a method
-//! of [`Py`] called only when a cheap test says it may matter. Identifiers
-//! are scanned 16 bytes at a time with SSE2 (baseline on x86_64), strings
-//! and comments with `memchr`. The result is, byte for byte, the old
-//! lexer's (`python_ref.rs`, test-only), checked by
+//! ≤ 50 µs on a 2,000-line script; BENCHMARKS.md has the numbers): only the
+//! position, the token history and the token count live in locals of
+//! [`run`], so they stay in registers; the rest of the state (import
+//! machine, bindings, line counters, last identifiers) is in [`Py`] and its
+//! methods run on the rarer tokens. Identifier bytes are classified 64 at a
+//! time into bit masks ([`IdBlocks`], SSE2 on x86_64), strings and comments
+//! are skipped with `memchr`, keywords and short bound names compare as one
+//! packed `u64`. The result is, byte for byte, the old lexer's
+//! (`python_ref.rs`, test-only), checked by
 //! `features::tests::python_lexer_matches_reference`.
 
 use memchr::{memchr, memchr3};
@@ -135,7 +136,8 @@ fn classify64(block: &[u8; 64]) -> (u64, u64) {
                 let idm = _mm_or_si128(_mm_or_si128(alpha, digit), under);
                 // Bytes >= 0x80 (their sign bit) continue identifiers too.
                 let c = (_mm_movemask_epi8(idm) | _mm_movemask_epi8(v)) as u32 as u64;
-                let uu = _mm_movemask_epi8(_mm_cmpeq_epi8(lower, _mm_set1_epi8(0x75))) as u32 as u64;
+                let uu =
+                    _mm_movemask_epi8(_mm_cmpeq_epi8(lower, _mm_set1_epi8(0x75))) as u32 as u64;
                 (c, uu)
             };
             id |= c << (16 * k);
