@@ -92,15 +92,25 @@ pub(crate) fn kind_name(ft: &fs::FileType) -> &'static str {
     }
 }
 
-struct Acc {
+struct Acc<'a> {
     seen: BTreeSet<PathBuf>,
-    script: Option<PathBuf>,
+    /// The script's path as given. It is canonicalised when the first
+    /// candidate input turns up (most commands name no input file, and a
+    /// `realpath` costs a system call per path component).
+    script_raw: Option<&'a Path>,
+    script: Option<Option<PathBuf>>,
     stats: InputStats,
 }
 
-impl Acc {
+impl Acc<'_> {
     fn add(&mut self, canon: PathBuf, len: u64) {
-        if self.script.as_ref() == Some(&canon) {
+        let raw = self.script_raw;
+        if self
+            .script
+            .get_or_insert_with(|| raw.map(canonical))
+            .as_ref()
+            == Some(&canon)
+        {
             return;
         }
         if self.seen.insert(canon) {
@@ -129,7 +139,8 @@ pub fn input_stats(
 ) -> Result<InputStats, FeatureError> {
     let mut acc = Acc {
         seen: BTreeSet::new(),
-        script: script.map(canonical),
+        script_raw: script,
+        script: None,
         stats: InputStats::default(),
     };
     for p in inputs {
@@ -177,7 +188,7 @@ pub fn input_stats(
     Ok(acc.stats)
 }
 
-fn walk(root: &Path, acc: &mut Acc) -> Result<(), FeatureError> {
+fn walk(root: &Path, acc: &mut Acc<'_>) -> Result<(), FeatureError> {
     let root_canon = canonical(root);
     let first = fs::read_dir(&root_canon).map_err(|e| FeatureError::Io {
         path: root.to_path_buf(),

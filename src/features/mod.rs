@@ -279,15 +279,32 @@ fn read_bounded(path: &Path, limit: u64) -> Result<(Vec<u8>, u64), FeatureError>
         });
     }
     let file = File::open(path).map_err(|e| script_io_error(path, e))?;
-    let cap = meta.len().min(limit).min(64 * 1024 * 1024) as usize;
-    let mut buf = Vec::with_capacity(cap);
-    (&file)
-        .take(limit)
-        .read_to_end(&mut buf)
-        .map_err(|e| script_io_error(path, e))?;
-    let on_disk = file.metadata().map(|m| m.len()).unwrap_or(meta.len());
-    let read = buf.len() as u64;
-    Ok((buf, on_disk.max(read)))
+    // Read the size `stat` gave in one call (`read_to_end` on a `Take` has
+    // no size hint and reads in growing 8 KiB.. chunks: 5 calls for 77 KB),
+    // then to the end, bounded (files that grew, or report size 0 as /proc
+    // files do): one more call, returning 0, in the usual case.
+    let want = meta.len().min(limit).min(64 * 1024 * 1024) as usize;
+    let mut buf = vec![0u8; want];
+    let mut filled = 0;
+    while filled < want {
+        match (&file).read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(k) => filled += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(script_io_error(path, e)),
+        }
+    }
+    buf.truncate(filled);
+    if filled == want {
+        (&file)
+            .take(limit.saturating_sub(filled as u64))
+            .read_to_end(&mut buf)
+            .map_err(|e| script_io_error(path, e))?;
+    }
+    // The size from before the read (a file that grew meanwhile shows at
+    // least what was read): no second `fstat`.
+    let size = meta.len().max(buf.len() as u64);
+    Ok((buf, size))
 }
 
 /// Reads (bounded) and scans one script. The language comes from
