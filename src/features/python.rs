@@ -1,11 +1,11 @@
 //! Single-pass Python lexer + analyser over bytes.
 //!
 //! Layout for speed (the models issue asks for features + 3 models in
-//! ≤ 50 µs on a 2,000-line script; BENCHMARKS.md has the numbers): only the
-//! position, the token history and the token count live in locals of
-//! [`run`], so they stay in registers; the rest of the state (import
-//! machine, bindings, line counters, last identifiers) is in [`Py`] and its
-//! methods run on the rarer tokens. Identifier bytes are classified 64 at a
+//! ≤ 50 µs on a 2,000-line script; BENCHMARKS.md has the numbers): the
+//! position, the token history, the token count, the bracket depth and the
+//! line start are locals of [`run`], so they stay in registers; the rest of
+//! the state (import machine, bindings, line counters, last identifiers) is
+//! in [`Py`] and its methods run on the rarer tokens. Identifier bytes are classified 64 at a
 //! time into bit masks ([`IdBlocks`], SSE2 on x86_64), strings and comments
 //! are skipped with `memchr`, keywords and short bound names compare as one
 //! packed `u64`. The result is, byte for byte, the old lexer's
@@ -441,9 +441,10 @@ static SPECIAL_IDS: [u32; 256] = word_bits(
 /// many, new bindings are ignored (bounds the per-identifier lookup cost).
 const MAX_BINDINGS: usize = 64;
 
-/// The lexer's rare-path state: the import-statement machine, the names
-/// bound to catalogue entries and the accumulator. The per-token state is in
-/// [`run`]'s locals and is handed to these methods when they need it.
+/// The lexer's state outside registers: the import-statement machine, the
+/// names bound to catalogue entries, the accumulator, the last identifiers
+/// and the line counters. The per-token state is in [`run`]'s locals; the
+/// token history is handed to these methods when they need it.
 struct Py<'s, 'c, 'a> {
     src: &'s [u8],
     acc: &'a mut Acc<'c>,
