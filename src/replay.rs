@@ -22,7 +22,9 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::allocate::{self, AllocConfig, TaskHistory};
+use crate::job::Outcome;
+use crate::model::Prediction;
+use crate::policy::{Decision, Evidences, JobSize, KeyHistory, KeyRun, Limits, Policy, Sizer, Sizing};
 
 /// Fewer rows than this and a process is left out (the published protocol).
 pub const MIN_ROWS_PER_PROCESS: usize = 34;
@@ -444,47 +446,130 @@ pub trait Method {
     fn retry(&mut self, task: &Task, failed_at: f64, attempt: u32) -> f64;
     /// The task finished: learn it.
     fn observe(&mut self, task: &Task);
+    /// Timeouts set below a task's real wall time so far (methods that set none: 0).
+    fn timeout_kills(&self) -> u64 {
+        0
+    }
 }
 
-/// presize's own model ([`crate::model::allocate`]) as a replay method.
+/// MiB, the unit of the engine's memory limits.
+const MIB: f64 = 1_048_576.0;
+
+/// presize's sizing engine ([`crate::policy::Sizer`]) as a replay method: each process is a
+/// job key, `rchar` its input size, `rss` its peak, `realtime` its wall time. The same
+/// `first_limits` / `retry_limits` / window that `presize run` uses decide every attempt,
+/// under the same [`Policy`] (floors, margins, window, retry rule); a trace has no script,
+/// so the cross-job prediction is empty and a key's own history is the only evidence.
 #[derive(Debug, Clone)]
-pub struct PresizeMethod {
-    pub cfg: AllocConfig,
-    hist: TaskHistory,
+pub struct EngineMethod {
+    pub policy: Policy,
+    budget_mb: u64,
+    key: KeyHistory,
+    sizing: Sizing,
+    /// Timeouts the engine set that the task's real wall time would have exceeded.
+    pub timeout_kills: u64,
 }
 
-impl PresizeMethod {
-    pub fn new(cfg: AllocConfig) -> Self {
-        PresizeMethod {
-            cfg,
-            hist: TaskHistory::default(),
+impl EngineMethod {
+    pub fn new(policy: Policy) -> Self {
+        EngineMethod {
+            policy,
+            // A large node: the budget never binds in the protocol.
+            budget_mb: 1 << 30,
+            key: KeyHistory::default(),
+            sizing: Sizing::default(),
+            timeout_kills: 0,
+        }
+    }
+
+    fn run_of(t: &Task) -> KeyRun {
+        KeyRun {
+            input_mb: t.x / 1e6,
+            arg: 0.0,
+            peak_mb: t.y / MIB,
+            wall_s: t.runtime_ms / 1000.0,
+        }
+    }
+
+    fn evidences<'a>(&'a self, pred: &'a Prediction, t: &Task) -> Evidences<'a> {
+        Evidences {
+            prediction: pred,
+            novelty: &[],
+            key: &self.key,
+            size: JobSize {
+                input_mb: t.x / 1e6,
+                arg: 0.0,
+            },
+            model_fallback: None,
         }
     }
 }
 
-fn observation(t: &Task) -> allocate::Observation {
-    allocate::Observation {
-        x: t.x,
-        y: t.y,
-        runtime: t.runtime_ms,
+/// No cross-job prediction: a trace row has no features.
+fn empty_prediction() -> Prediction {
+    let zero = crate::model::Bounds {
+        peak_rss_mb: 0.0,
+        wall_seconds: 0.0,
+        cpu_seconds: 0.0,
+    };
+    Prediction {
+        cpu_seconds: 0.0,
+        peak_rss_mb: 0.0,
+        wall_seconds: 0.0,
+        confidence: 0.0,
+        upper: zero,
+        lower: zero,
+        model_version: "trace".into(),
+        source: crate::model::Source::Prior,
     }
 }
 
-impl Method for PresizeMethod {
+impl Method for EngineMethod {
     fn reset(&mut self, initial: &[Task]) {
-        self.hist = TaskHistory::default();
-        for t in initial {
-            self.hist.push(observation(t), &self.cfg);
-        }
+        let sizer = Sizer::new(&self.policy, self.budget_mb);
+        let runs: Vec<KeyRun> = initial.iter().map(Self::run_of).collect();
+        self.key = KeyHistory::from_runs(&runs, &sizer.alloc);
     }
     fn first(&mut self, task: &Task) -> f64 {
-        allocate::first_allocation(&self.hist, task.x, &self.cfg)
+        let pred = empty_prediction();
+        let sizer = Sizer::new(&self.policy, self.budget_mb);
+        match sizer.first_limits(&self.evidences(&pred, task), false) {
+            Decision::Run {
+                applied, sizing, ..
+            } => {
+                if task.runtime_ms / 1000.0 > applied.timeout_s as f64 {
+                    self.timeout_kills += 1;
+                }
+                self.sizing = sizing;
+                applied.memory_limit_mb as f64 * MIB
+            }
+            Decision::Reject(_) => 0.0,
+        }
     }
     fn retry(&mut self, task: &Task, failed_at: f64, attempt: u32) -> f64 {
-        allocate::retry_allocation(&self.hist, task.x, failed_at, attempt, &self.cfg)
+        let pred = empty_prediction();
+        let sizer = Sizer::new(&self.policy, self.budget_mb);
+        let killed = Limits {
+            memory_limit_mb: (failed_at / MIB).ceil().max(1.0) as u64,
+            timeout_s: u64::MAX,
+            enforced: true,
+        };
+        sizer
+            .retry_limits(
+                &self.evidences(&pred, task),
+                killed,
+                &self.sizing,
+                Outcome::OomKilled,
+                attempt,
+            )
+            .map_or(0.0, |l| l.memory_limit_mb as f64 * MIB)
     }
     fn observe(&mut self, task: &Task) {
-        self.hist.push(observation(task), &self.cfg);
+        let alloc = crate::policy::engine::alloc_config(&self.policy);
+        self.key.observe(&Self::run_of(task), &alloc);
+    }
+    fn timeout_kills(&self) -> u64 {
+        self.timeout_kills
     }
 }
 
@@ -595,14 +680,17 @@ pub struct WorkflowResult {
     pub rows_used: usize,
     pub rows_online: usize,
     pub seconds: f64,
+    /// First timeouts the engine set below the task's real wall time (a kill in `run`).
+    #[serde(default)]
+    pub timeout_kills: u64,
 }
 
 /// What `presize replay` prints.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReplayReport {
     pub workflows: Vec<WorkflowResult>,
-    /// The allocation configuration used, as JSON.
-    pub config: String,
+    /// The policy replayed (the `[policy]` section `run` would use).
+    pub config: serde_json::Value,
 }
 
 /// Replay one parsed trace with any method.
@@ -611,10 +699,12 @@ pub fn replay_trace(trace: &Trace, method: &mut dyn Method) -> WorkflowResult {
     let series = protocol_series(trace);
     let mut tally = Tally::default();
     let mut rows_used = 0;
+    let kills_before = method.timeout_kills();
     for s in &series {
         rows_used += s.initial.len() + s.online.len();
         tally.add(&replay_series(s, method));
     }
+    let timeout_kills = method.timeout_kills() - kills_before;
     WorkflowResult {
         name: trace.workflow_name(),
         wastage_gbh: tally.wastage_gbh,
@@ -625,28 +715,30 @@ pub fn replay_trace(trace: &Trace, method: &mut dyn Method) -> WorkflowResult {
         rows_used,
         rows_online: tally.rows as usize,
         seconds: start.elapsed().as_secs_f64(),
+        timeout_kills,
     }
 }
 
-/// Read and replay each trace with presize's model; `progress(done, total)` after each.
+/// Read and replay each trace through the sizing engine under `policy`;
+/// `progress(done, total)` after each.
 pub fn replay_files(
     paths: &[PathBuf],
-    cfg: &AllocConfig,
+    policy: &Policy,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<ReplayReport, ReplayError> {
-    let mut method = PresizeMethod::new(cfg.clone());
-    replay_files_with(paths, &mut method, cfg, progress)
+    let mut method = EngineMethod::new(policy.clone());
+    replay_files_with(paths, &mut method, policy, progress)
 }
 
 /// [`replay_files`] with any method (e.g. [`TovarMethod`] to check the harness).
 pub fn replay_files_with(
     paths: &[PathBuf],
     method: &mut dyn Method,
-    cfg: &AllocConfig,
+    policy: &Policy,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<ReplayReport, ReplayError> {
-    let config = serde_json::to_string(cfg).map_err(|e| ReplayError::Invalid {
-        what: format!("cannot serialise the allocation configuration: {e}"),
+    let config = serde_json::to_value(policy).map_err(|e| ReplayError::Invalid {
+        what: format!("cannot serialise the policy: {e}"),
     })?;
     let mut workflows = Vec::new();
     for (i, p) in paths.iter().enumerate() {
@@ -806,7 +898,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let p = dir.path().join("trace_none.csv");
         std::fs::write(&p, "process,realtime,rss,rchar\n").unwrap_or_else(|e| panic!("{e}"));
-        let r = replay_files(&[p], &AllocConfig::default(), &mut |_, _| {});
+        let r = replay_files(&[p], &Policy::default(), &mut |_, _| {});
         assert!(matches!(r, Err(ReplayError::Invalid { .. })));
     }
 
@@ -926,7 +1018,7 @@ mod tests {
         let mut calls = Vec::new();
         let report = replay_files(
             std::slice::from_ref(&p),
-            &AllocConfig::default(),
+            &Policy::default(),
             &mut |d, n| calls.push((d, n)),
         )
         .unwrap_or_else(|e| panic!("{e}"));
@@ -936,7 +1028,7 @@ mod tests {
         assert_eq!((w.processes_used, w.rows_used, w.rows_online), (1, 50, 35));
         assert!(w.wastage_gbh.is_finite() && w.wastage_gbh >= 0.0);
         assert!(w.maq > 0.0 && w.maq <= 1.0);
-        assert!(report.config.contains("failure_cost"));
+        assert!(report.config.get("failure_cost").is_some());
         let json = serde_json::to_string(&report).unwrap_or_default();
         assert!(json.contains("\"wastage_gbh\""));
 
@@ -944,7 +1036,7 @@ mod tests {
         let tovar = replay_files_with(
             &[p],
             &mut TovarMethod::default(),
-            &AllocConfig::default(),
+            &Policy::default(),
             &mut |_, _| {},
         )
         .unwrap_or_else(|e| panic!("{e}"));

@@ -218,6 +218,10 @@ pub fn retrain(
     };
     let mut candidate =
         TrainedModel::train(train, &schema, &cfg, new_version(rows.len()), &mut step)?;
+    if let (Some(d), Some(last)) = (candidate.domain.as_mut(), train.last()) {
+        let keys = store.job_keys_through(last.id)?;
+        d.set_keys(keys.iter().map(String::as_str));
+    }
     step("evaluating the candidate on the holdout");
     let cand_eval = evaluate(
         &Predictor::with_model(candidate.clone()),

@@ -17,7 +17,9 @@ use crate::executor::{self, ExecRequest, Executor};
 use crate::features::{self, Catalog, Extracted, FeatureRequest, PriorRuns, ScanOptions};
 use crate::job::{JobSpec, Outcome};
 use crate::model::{Prediction, Predictor};
-use crate::policy::{self, Decision, Limits, Policy, Rejection};
+use crate::policy::{
+    self, Decision, Evidences, JobSize, KeyHistory, LimitSource, Limits, Rejection, Sizer, Sizing,
+};
 use crate::store::{NewPrediction, Settlement, Store};
 
 /// Everything decided about a job before it runs.
@@ -32,8 +34,58 @@ pub struct Plan {
     pub decision: Decision,
     /// Why the trained model was not used, if it was not.
     pub model_warning: Option<String>,
+    /// Why the trained model has not seen this job (empty: inside its domain).
+    pub novelty: Vec<String>,
+    /// Set when the model in force stopped tightening because its live coverage fell.
+    pub model_fallback: Option<String>,
+    /// The job's size covariates, as the sizing engine uses them.
+    pub size: JobSize,
     #[serde(skip)]
     pub extracted: Extracted,
+    /// The job key's window of recent successful runs.
+    #[serde(skip)]
+    pub key_history: KeyHistory,
+}
+
+impl Plan {
+    /// The evidence the engine was given, for its retry rule.
+    pub fn evidences(&self) -> Evidences<'_> {
+        Evidences {
+            prediction: &self.prediction,
+            novelty: &self.novelty,
+            key: &self.key_history,
+            size: self.size,
+            model_fallback: self.model_fallback.as_deref(),
+        }
+    }
+}
+
+/// `Some(reason)` when the model in force has stopped tightening limits: its live coverage
+/// of the peak over its newest settled jobs fell `coverage_drop` or more below nominal.
+pub fn model_fallback(
+    store: &Store,
+    settings: &Settings,
+    prediction: &Prediction,
+) -> Result<Option<String>, Error> {
+    if prediction.source != crate::model::Source::Model {
+        return Ok(None);
+    }
+    let policy = settings.policy();
+    let nominal = settings.file.model.coverage;
+    let (jobs, covered) = store.live_coverage(&prediction.model_version, 100)?;
+    if jobs < policy.coverage_min_jobs.max(1) {
+        return Ok(None);
+    }
+    let live = covered as f64 / jobs as f64;
+    Ok((live <= nominal - policy.coverage_drop).then(|| {
+        format!(
+            "model {} live coverage {:.0} % over {jobs} jobs is {:.0}+ points below nominal {:.0} %; not tightening until a retrain",
+            prediction.model_version,
+            100.0 * live,
+            100.0 * policy.coverage_drop,
+            100.0 * nominal
+        )
+    }))
 }
 
 /// One attempt as run.
@@ -176,10 +228,27 @@ pub fn plan(
         .filter(|r| !r.is_empty())
         .unwrap_or_else(|| extracted.language.as_str().to_string());
     let (prediction, model_warning) = predictor.predict_with_warning(&extracted.vector);
-    let decision = policy::decide(
-        &prediction,
-        settings.policy(),
-        settings.host_budget_mb,
+    let sizer = Sizer::new(settings.policy(), settings.host_budget_mb);
+    let (key_history, model_fallback) = match store {
+        Some(s) => (
+            KeyHistory::from_runs(
+                &s.key_runs(&job_key, 2 * sizer.alloc.window)?,
+                &sizer.alloc,
+            ),
+            model_fallback(s, settings, &prediction)?,
+        ),
+        None => (KeyHistory::default(), None),
+    };
+    let size = JobSize::from_features(|k| extracted.vector.get(k));
+    let novelty = predictor.novelty(&extracted.vector, &job_key);
+    let decision = sizer.first_limits(
+        &Evidences {
+            prediction: &prediction,
+            novelty: &novelty,
+            key: &key_history,
+            size,
+            model_fallback: model_fallback.as_deref(),
+        },
         dry_run,
     );
     Ok(Plan {
@@ -191,7 +260,11 @@ pub fn plan(
         prediction,
         decision,
         model_warning,
+        novelty,
+        model_fallback,
+        size,
         extracted,
+        key_history,
     })
 }
 
@@ -307,6 +380,14 @@ impl JobRows {
                 executor_pid: my_pid,
                 executor_start: executor::proc_start_ticks(my_pid),
                 rejected: false,
+                sizing: match &plan.decision {
+                    Decision::Run { sizing, .. } => sizing.clone(),
+                    Decision::Reject(r) => Sizing {
+                        reason: format!("rejected: {}", r.reason),
+                        ..Sizing::default()
+                    },
+                },
+                size: plan.size,
             },
         }
     }
@@ -316,6 +397,7 @@ impl JobRows {
         &self,
         predicted: Limits,
         applied: Option<Limits>,
+        sizing: &Sizing,
         attempt: u32,
         rejected: bool,
     ) -> NewPrediction {
@@ -325,6 +407,7 @@ impl JobRows {
             memory_enforced: applied.is_some() && self.base.memory_enforced,
             attempt,
             rejected,
+            sizing: sizing.clone(),
             ..self.base.clone()
         }
     }
@@ -340,7 +423,8 @@ pub(crate) fn reject(
     progress: &mut dyn FnMut(&str),
 ) -> Result<RunReport, Error> {
     let lim = policy::limits_for(&plan.prediction, settings.policy(), settings.host_budget_mb);
-    let id = store.insert_prediction(&rows.row(lim, None, 1, true))?;
+    let sizing = rows.base.sizing.clone();
+    let id = store.insert_prediction(&rows.row(lim, None, &sizing, 1, true))?;
     progress(&format!("rejected: {}", r.reason));
     Ok(RunReport {
         job_id: rows.base.job_id.clone(),
@@ -354,45 +438,37 @@ pub(crate) fn reject(
     })
 }
 
-/// Apply `--timeout` / `--memory-mb`.
-pub(crate) fn apply_overrides(applied: &mut Limits, opts: &RunOptions) {
+/// Apply `--timeout` / `--memory-mb`, recording them as the limits' source.
+pub(crate) fn apply_overrides(applied: &mut Limits, sizing: &mut Sizing, opts: &RunOptions) {
     if let Some(t) = opts.timeout_s {
         applied.timeout_s = t.max(1);
+        sizing.timeout_source = LimitSource::Override;
     }
     if let Some(m) = opts.memory_mb {
         applied.memory_limit_mb = m.max(1);
+        sizing.memory_source = LimitSource::Override;
     }
 }
 
-/// The limits of the next attempt after one that ended with `outcome`, or `None` when it is
-/// not retried: OOM kills escalate the cap ([`policy::escalate`]), timeouts the timeout when
-/// `retry_timeouts` is on. The caller checks `max_attempts`.
+/// The limits of the next attempt after one that ended with `outcome` under `applied`, or
+/// `None` when it is not retried: the sizing engine's one retry rule
+/// ([`Sizer::retry_limits`]), shared by the local and SLURM backends. The caller checks
+/// `max_attempts`.
 pub(crate) fn next_limits(
-    outcome: Outcome,
+    plan: &Plan,
+    settings: &Settings,
     applied: Limits,
-    peak_mb: Option<f64>,
-    prediction: &Prediction,
-    policy: &Policy,
-    budget_mb: u64,
+    sizing: &Sizing,
+    outcome: Outcome,
+    attempt: u32,
 ) -> Option<Limits> {
-    match outcome {
-        Outcome::OomKilled => policy::escalate(
-            applied.memory_limit_mb,
-            peak_mb,
-            prediction,
-            policy,
-            budget_mb,
-        )
-        .map(|next| Limits {
-            memory_limit_mb: next,
-            ..applied
-        }),
-        Outcome::TimedOut if policy.retry_timeouts => Some(Limits {
-            timeout_s: ((applied.timeout_s as f64) * policy.escalation_factor).ceil() as u64,
-            ..applied
-        }),
-        _ => None,
-    }
+    Sizer::new(settings.policy(), settings.host_budget_mb).retry_limits(
+        &plan.evidences(),
+        applied,
+        sizing,
+        outcome,
+        attempt,
+    )
 }
 
 /// Run a job end to end, recording every attempt.
@@ -449,14 +525,18 @@ pub fn run(
         dry_run,
     );
 
-    let (predicted, mut applied) = match &plan.decision {
+    let (predicted, mut applied, mut sizing) = match &plan.decision {
         Decision::Reject(r) => {
             let r = r.clone();
             return reject(&mut store, &rows, plan.clone(), settings, &r, &mut progress);
         }
-        Decision::Run { predicted, applied } => (*predicted, *applied),
+        Decision::Run {
+            predicted,
+            applied,
+            sizing,
+        } => (*predicted, *applied, sizing.clone()),
     };
-    apply_overrides(&mut applied, opts);
+    apply_overrides(&mut applied, &mut sizing, opts);
     if !exec.enforces_memory() {
         if let Some(why) = exec.why_unenforced() {
             progress(&format!(
@@ -475,7 +555,13 @@ pub fn run(
     let mut attempts = Vec::new();
     let mut attempt = 1u32;
     loop {
-        let id = store.insert_prediction(&rows.row(predicted, Some(applied), attempt, false))?;
+        let id = store.insert_prediction(&rows.row(
+            predicted,
+            Some(applied),
+            &sizing,
+            attempt,
+            false,
+        ))?;
         progress(&format!(
             "attempt {attempt}: memory cap {} MB{}, timeout {} s{}",
             applied.memory_limit_mb,
@@ -568,7 +654,6 @@ pub fn run(
         ));
         let outcome = actuals.outcome;
         let interrupted = actuals.interrupted_by.is_some();
-        let peak = actuals.peak_rss_mb;
         attempts.push(AttemptReport {
             row_id: id,
             attempt,
@@ -578,21 +663,26 @@ pub fn run(
         if interrupted || attempt >= policy.max_attempts {
             break;
         }
-        match next_limits(
-            outcome,
-            applied,
-            peak,
-            &plan.prediction,
-            policy,
-            settings.host_budget_mb,
-        ) {
+        match next_limits(&plan, settings, applied, &sizing, outcome, attempt) {
             Some(next) => {
                 if outcome == Outcome::OomKilled {
                     progress(&format!(
-                        "OOM-killed at {} MB; retrying with {} MB",
+                        "OOM-killed at {} MB (peak > cap); retrying with {} MB",
                         applied.memory_limit_mb, next.memory_limit_mb
                     ));
+                    sizing.memory_source = LimitSource::Predicted;
+                } else if outcome == Outcome::TimedOut {
+                    progress(&format!(
+                        "killed at its {} s timeout; retrying with {} s",
+                        applied.timeout_s, next.timeout_s
+                    ));
+                    sizing.timeout_source = if next.timeout_s == policy.default_timeout_s {
+                        LimitSource::Static
+                    } else {
+                        LimitSource::Predicted
+                    };
                 }
+                sizing.reason = format!("retry after {outcome}: the engine's retry rule");
                 applied = next;
             }
             None => break,

@@ -6,13 +6,13 @@ use std::path::PathBuf;
 use super::progress::Bar;
 use super::{out, out_json};
 use crate::error::Error;
-use crate::model::allocate::AllocConfig;
-use crate::replay::{self, PresizeMethod, TovarMethod};
+use crate::config::Settings;
+use crate::replay::{self, EngineMethod, TovarMethod};
 
 /// Which allocation method to replay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ReplayPolicy {
-    /// presize's cost-aware allocation with per-task model choice (the shipped policy).
+    /// presize's sizing engine under the configured `[policy]` (what `run` does).
     Presize,
     /// Tovar's first-allocation method (the reference; checks the harness).
     Tovar,
@@ -34,7 +34,8 @@ pub struct Args {
 
 /// Run `replay`.
 pub fn execute(args: Args) -> Result<i32, Error> {
-    let cfg = AllocConfig::default();
+    let settings = Settings::from_env()?;
+    let cfg = settings.policy().clone();
     let bar = Bar::new(args.traces.len() as u64);
     let replaying = |i: usize| match args.traces.get(i) {
         Some(p) => format!(
@@ -51,7 +52,7 @@ pub fn execute(args: Args) -> Result<i32, Error> {
     let report = match args.policy {
         ReplayPolicy::Presize => replay::replay_files_with(
             &args.traces,
-            &mut PresizeMethod::new(cfg.clone()),
+            &mut EngineMethod::new(cfg.clone()),
             &cfg,
             &mut progress,
         ),
@@ -69,11 +70,11 @@ pub fn execute(args: Args) -> Result<i32, Error> {
         return Ok(0);
     }
     let mut s = String::from(
-        "workflow          wastage GB·h  failures    MAQ  processes  rows (online)  seconds\n",
+        "workflow          wastage GB·h  failures    MAQ  processes  rows (online)  seconds  timeout kills\n",
     );
     for w in &report.workflows {
         s += &format!(
-            "{:<16} {:>13.1} {:>9} {:>6.3} {:>10} {:>7} ({:>5}) {:>8.2}\n",
+            "{:<16} {:>13.1} {:>9} {:>6.3} {:>10} {:>7} ({:>5}) {:>8.2} {:>14}\n",
             w.name,
             w.wastage_gbh,
             w.failures,
@@ -81,7 +82,8 @@ pub fn execute(args: Args) -> Result<i32, Error> {
             w.processes_used,
             w.rows_used,
             w.rows_online,
-            w.seconds
+            w.seconds,
+            w.timeout_kills
         );
     }
     out(&s)?;

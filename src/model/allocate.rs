@@ -1,27 +1,37 @@
 //! Online memory allocation per task type: predictive draws from competing models,
 //! a cost-aware choice of the allocation, and the retry rule after an OOM kill.
 //!
-//! For one task type the history holds (input size `x`, peak `y`, runtime) observations.
-//! Each [`ModelKind`] turns the history into *draws*: plausible peaks for a new task of
-//! size `x` (the empirical peaks; or a clipped size fit plus its leave-one-out residuals).
+//! For one task type the history holds (input size `x`, numeric argument `x2`, peak `y`,
+//! runtime) observations. Each [`ModelKind`] turns the history into *draws*: plausible peaks
+//! for a new task of that size (the empirical peaks; or a size fit on one covariate plus its
+//! leave-one-out residuals, evaluated no further than [`AllocConfig::extrapolate`] × the
+//! largest size seen).
 //! The allocation is the draw that minimises the expected wastage
 //! `E[(a − y)+] + E[1(y > a)·(a + cost of the retries)]` under the same retry rule the
 //! executor uses ([`retry_allocation`]), so coverage adapts per task type.
 //!
 //! Which model serves a task type is decided online by a *prequential* score: every
 //! observation, before it joins the history, is allocated by every model on the history
-//! before it; the simulated cost (wastage including retries) accumulates per model and
-//! the cheapest model so far serves the next task. Everything is deterministic, uses only
-//! the history before the task and never returns a non-finite or non-positive value once
-//! a peak has been seen.
+//! before it; the simulated cost (wastage including retries) is that observation's
+//! contribution per model, and the model with the lowest sum over the observations in the
+//! window serves the next task. The history is a sliding window of the last
+//! [`AllocConfig::window`] observations, so the work per decision is bounded whatever the
+//! history's length, and a window rebuilt from the last 2 × `window` observations is
+//! exactly the window that was grown one observation at a time ([`TaskHistory::rebuild`]):
+//! `presize run`, which reads the window from the store, and `presize replay`, which grows
+//! it, make the same decision. Everything is deterministic, uses only the history before
+//! the task and never returns a non-finite or non-positive value once a peak has been seen.
 
 use serde::{Deserialize, Serialize};
 
 /// One finished task of a task type.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Observation {
-    /// Input size (bytes); anything ≤ 0 counts as unknown.
+    /// Input size (any unit); anything ≤ 0 counts as unknown.
     pub x: f64,
+    /// Second covariate: the job's largest numeric argument; ≤ 0 counts as unknown.
+    #[serde(default)]
+    pub x2: f64,
     /// Peak memory (bytes).
     pub y: f64,
     /// Runtime (any unit, used as a relative weight only).
@@ -38,6 +48,50 @@ pub enum ModelKind {
     LogLog,
     /// y = a + b·x, x clipped to the observed range; LOO ratio residuals.
     Linear,
+    /// [`ModelKind::LogLog`] on the numeric argument `x2`.
+    LogLogArg,
+    /// [`ModelKind::Linear`] on the numeric argument `x2`.
+    LinearArg,
+}
+
+/// The size a fit follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Covariate {
+    /// The input size.
+    Input,
+    /// The largest numeric argument.
+    Arg,
+}
+
+impl Covariate {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Covariate::Input => "input size (MB)",
+            Covariate::Arg => "numeric argument",
+        }
+    }
+}
+
+impl ModelKind {
+    /// The covariate of a size fit; `None` for the size-independent model.
+    pub fn covariate(self) -> Option<Covariate> {
+        match self {
+            ModelKind::Empirical => None,
+            ModelKind::LogLog | ModelKind::Linear => Some(Covariate::Input),
+            ModelKind::LogLogArg | ModelKind::LinearArg => Some(Covariate::Arg),
+        }
+    }
+
+    /// A few words for a reason line.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ModelKind::Empirical => "the peaks seen",
+            ModelKind::LogLog => "log-log fit on the input size",
+            ModelKind::Linear => "linear fit on the input size",
+            ModelKind::LogLogArg => "log-log fit on the numeric argument",
+            ModelKind::LinearArg => "linear fit on the numeric argument",
+        }
+    }
 }
 
 /// How a model's prequential cost is weighted per task.
@@ -93,12 +147,24 @@ pub struct AllocConfig {
     /// the choice from gambling on tiny first caps whose failure holds little memory
     /// (cheap in GB·h, but an OOM kill and a rerun all the same).
     pub failure_cost: f64,
+    /// Observations kept per task type (the sliding window); 0 = unbounded.
+    pub window: usize,
+    /// A size fit is evaluated at most this many times beyond the largest size seen
+    /// (1 = clipped to the observed range). Above 1 a job somewhat larger than any seen
+    /// gets a larger allocation; far beyond it the fit is not trusted further.
+    pub extrapolate: f64,
 }
 
 impl Default for AllocConfig {
     fn default() -> Self {
         AllocConfig {
-            models: vec![ModelKind::Empirical, ModelKind::LogLog, ModelKind::Linear],
+            models: vec![
+                ModelKind::Empirical,
+                ModelKind::LogLog,
+                ModelKind::Linear,
+                ModelKind::LogLogArg,
+                ModelKind::LinearArg,
+            ],
             min_fit_history: 8,
             min_score_history: 3,
             score_weight: ScoreWeight::Runtime,
@@ -113,15 +179,21 @@ impl Default for AllocConfig {
             tail_k: 5,
             tail_min_scale: 0.002,
             failure_cost: 0.1,
+            window: 0,
+            extrapolate: 1.0,
         }
     }
 }
 
-/// The history of one task type plus each model's running prequential cost.
+/// The history of one task type (a sliding window) plus each observation's prequential
+/// cost per model.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TaskHistory {
-    obs: Vec<Observation>,
-    /// Running cost per entry of `cfg.models` (same order).
+    obs: std::collections::VecDeque<Observation>,
+    /// Per observation in `obs` (same order): its cost under each entry of `cfg.models`,
+    /// or empty when it arrived before `min_score_history` observations.
+    contrib: std::collections::VecDeque<Vec<f64>>,
+    /// Sum of `contrib` per model.
     scores: Vec<f64>,
     scored: u64,
 }
@@ -131,8 +203,18 @@ impl TaskHistory {
         Self::default()
     }
 
-    pub fn observations(&self) -> &[Observation] {
-        &self.obs
+    /// The window grown from `obs` (oldest first). With at least 2 × `cfg.window`
+    /// observations the result equals the history that saw every earlier observation too.
+    pub fn rebuild(obs: &[Observation], cfg: &AllocConfig) -> Self {
+        let mut h = TaskHistory::new();
+        for o in obs {
+            h.push(*o, cfg);
+        }
+        h
+    }
+
+    pub fn observations(&self) -> impl ExactSizeIterator<Item = &Observation> {
+        self.obs.iter()
     }
 
     pub fn len(&self) -> usize {
@@ -143,7 +225,7 @@ impl TaskHistory {
         self.obs.is_empty()
     }
 
-    /// Prequential cost per model (order of `cfg.models`).
+    /// Prequential cost per model (order of `cfg.models`) over the window.
     pub fn scores(&self) -> &[f64] {
         &self.scores
     }
@@ -154,13 +236,15 @@ impl TaskHistory {
     }
 
     /// Add a finished task: first score every model on it (using only the history
-    /// before it), then append it. Non-finite or non-positive peaks are ignored.
+    /// before it), then append it, dropping the oldest beyond the window. Non-finite or
+    /// non-positive peaks are ignored.
     pub fn push(&mut self, o: Observation, cfg: &AllocConfig) {
         if !(o.y.is_finite() && o.y > 0.0) {
             return;
         }
         let o = Observation {
             x: if o.x.is_finite() { o.x } else { 0.0 },
+            x2: if o.x2.is_finite() { o.x2 } else { 0.0 },
             y: o.y,
             runtime: if o.runtime.is_finite() && o.runtime > 0.0 {
                 o.runtime
@@ -170,30 +254,54 @@ impl TaskHistory {
         };
         if self.scores.len() != cfg.models.len() {
             self.scores = vec![0.0; cfg.models.len()];
+            self.contrib.iter_mut().for_each(Vec::clear);
             self.scored = 0;
         }
+        let mut c = Vec::new();
         if self.obs.len() >= cfg.min_score_history.max(1) {
             let decay = cfg.score_decay.clamp(0.0, 1.0);
-            for (k, &m) in cfg.models.iter().enumerate() {
-                let draws = model_draws(&self.obs, m, o.x, cfg);
+            let obs = self.obs.make_contiguous();
+            for &m in &cfg.models {
+                let draws = model_draws(obs, m, o.x, o.x2, cfg);
                 let cost = simulated_cost(&draws, o.y, cfg);
-                let w = match cfg.score_weight {
+                c.push(match cfg.score_weight {
                     ScoreWeight::Relative => cost / o.y,
                     ScoreWeight::Bytes => cost,
                     ScoreWeight::Runtime => cost * o.runtime,
-                };
-                self.scores[k] = self.scores[k] * decay + w;
+                });
+            }
+            if decay < 1.0 {
+                for old in self.contrib.iter_mut() {
+                    old.iter_mut().for_each(|v| *v *= decay);
+                }
             }
             self.scored += 1;
         }
-        self.obs.push(o);
+        self.obs.push_back(o);
+        self.contrib.push_back(c);
+        if cfg.window > 0 {
+            while self.obs.len() > cfg.window {
+                self.obs.pop_front();
+                self.contrib.pop_front();
+            }
+        }
+        // Summed afresh (bounded by the window): no drift from adding and subtracting.
+        self.scores.iter_mut().for_each(|v| *v = 0.0);
+        for c in &self.contrib {
+            for (s, v) in self.scores.iter_mut().zip(c) {
+                *s += v;
+            }
+        }
     }
 
     /// The model that serves the next task: the lowest prequential cost; ties and an
     /// unscored history go to the first model listed.
     pub fn chosen_model(&self, cfg: &AllocConfig) -> ModelKind {
         let first = cfg.models.first().copied().unwrap_or(ModelKind::Empirical);
-        if self.scored == 0 || self.scores.len() != cfg.models.len() {
+        if self.scored == 0
+            || self.scores.len() != cfg.models.len()
+            || self.contrib.iter().all(Vec::is_empty)
+        {
             return first;
         }
         let mut best = (first, f64::INFINITY);
@@ -203,6 +311,25 @@ impl TaskHistory {
             }
         }
         best.0
+    }
+
+    /// Draws of the next peak under the chosen model at sizes `x`, `x2`.
+    pub fn draws(&self, x: f64, x2: f64, cfg: &AllocConfig) -> Vec<Draw> {
+        let obs: Vec<Observation> = self.obs.iter().copied().collect();
+        model_draws(&obs, self.chosen_model(cfg), x, x2, cfg)
+    }
+
+    /// The covariate the chosen model follows and the range of it seen, or `None` for
+    /// a size-independent model.
+    pub fn covariate_range(&self, cfg: &AllocConfig) -> Option<(Covariate, (f64, f64))> {
+        let kind = self.chosen_model(cfg).covariate()?;
+        let get = |o: &Observation| match kind {
+            Covariate::Input => o.x,
+            Covariate::Arg => o.x2,
+        };
+        let lo = self.obs.iter().map(get).fold(f64::INFINITY, f64::min);
+        let hi = self.obs.iter().map(get).fold(0.0, f64::max);
+        (hi > 0.0).then_some((kind, (lo, hi)))
     }
 }
 
@@ -268,10 +395,16 @@ fn ols(xs: &[f64], ys: &[f64]) -> Option<Ols> {
     })
 }
 
-/// Predictive draws of the next peak at input size `x` under model `m`, with the tail
-/// pseudo-draws of [`AllocConfig::tail_draws`].
-pub fn model_draws(obs: &[Observation], m: ModelKind, x: f64, cfg: &AllocConfig) -> Vec<Draw> {
-    let mut d = base_draws(obs, m, x, cfg);
+/// Predictive draws of the next peak at sizes `x` (input) and `x2` (numeric argument)
+/// under model `m`, with the tail pseudo-draws of [`AllocConfig::tail_draws`].
+pub fn model_draws(
+    obs: &[Observation],
+    m: ModelKind,
+    x: f64,
+    x2: f64,
+    cfg: &AllocConfig,
+) -> Vec<Draw> {
+    let mut d = base_draws(obs, m, x, x2, cfg);
     add_tail(&mut d, cfg);
     d
 }
@@ -303,7 +436,25 @@ fn add_tail(d: &mut Vec<Draw>, cfg: &AllocConfig) {
     }
 }
 
-fn base_draws(obs: &[Observation], m: ModelKind, x: f64, cfg: &AllocConfig) -> Vec<Draw> {
+/// Where a size fit is evaluated: within the sizes seen, or up to `extrapolate` × the
+/// largest (in the fit's own scale: `ln` for log-log).
+fn fit_at(x: f64, lo: f64, hi: f64, extrapolate: f64, log: bool) -> f64 {
+    let e = if extrapolate.is_finite() && extrapolate > 1.0 {
+        extrapolate
+    } else {
+        1.0
+    };
+    let top = if log { hi + e.ln() } else { hi * e };
+    x.clamp(lo, top.max(lo))
+}
+
+fn base_draws(
+    obs: &[Observation],
+    m: ModelKind,
+    x: f64,
+    x2: f64,
+    cfg: &AllocConfig,
+) -> Vec<Draw> {
     let weight = |o: &Observation| {
         if cfg.runtime_weighted_draws {
             o.runtime
@@ -322,15 +473,21 @@ fn base_draws(obs: &[Observation], m: ModelKind, x: f64, cfg: &AllocConfig) -> V
     if obs.len() < cfg.min_fit_history.max(3) {
         return empirical();
     }
+    let (cov, x): (fn(&Observation) -> f64, f64) = match m {
+        ModelKind::LogLogArg | ModelKind::LinearArg => (|o| o.x2, x2),
+        _ => (|o| o.x, x),
+    };
     match m {
         ModelKind::Empirical => empirical(),
-        ModelKind::LogLog => {
-            let xs: Vec<f64> = obs.iter().map(|o| clean_x(o.x).ln()).collect();
+        ModelKind::LogLog | ModelKind::LogLogArg => {
+            let xs: Vec<f64> = obs.iter().map(|o| clean_x(cov(o)).ln()).collect();
             let ys: Vec<f64> = obs.iter().map(|o| o.y.ln()).collect();
             let Some(f) = ols(&xs, &ys) else {
                 return empirical();
             };
-            let lx = clean_x(x).ln().clamp(f.x_min, f.x_max);
+            // Extrapolate upwards only along a rising fit.
+            let e = if f.b > 0.0 { cfg.extrapolate } else { 1.0 };
+            let lx = fit_at(clean_x(x).ln(), f.x_min, f.x_max, e, true);
             let centre = f.a + f.b * lx;
             obs.iter()
                 .zip(&ys)
@@ -342,14 +499,15 @@ fn base_draws(obs: &[Observation], m: ModelKind, x: f64, cfg: &AllocConfig) -> V
                 .filter(|d| d.value.is_finite() && d.value > 0.0)
                 .collect()
         }
-        ModelKind::Linear => {
-            let xs: Vec<f64> = obs.iter().map(|o| clean_x(o.x)).collect();
+        ModelKind::Linear | ModelKind::LinearArg => {
+            let xs: Vec<f64> = obs.iter().map(|o| clean_x(cov(o))).collect();
             let ys: Vec<f64> = obs.iter().map(|o| o.y).collect();
             let Some(f) = ols(&xs, &ys) else {
                 return empirical();
             };
             let floor = ys.iter().copied().fold(f64::INFINITY, f64::min) * 0.5;
-            let cx = clean_x(x).clamp(f.x_min, f.x_max);
+            let e = if f.b > 0.0 { cfg.extrapolate } else { 1.0 };
+            let cx = fit_at(clean_x(x), f.x_min, f.x_max, e, false);
             let centre = (f.a + f.b * cx).max(floor);
             obs.iter()
                 .zip(&f.loo_pred)
@@ -409,6 +567,13 @@ fn weighted_median(sorted: &[Draw]) -> f64 {
 }
 
 /// The cost-aware choice over the draws: `(allocation, top, failure penalty)`.
+///
+/// Each candidate `a` (a draw) costs Σ over draws `y` of the weight times
+/// [`attempt_cost`]`(a, y)`. Every draw is ≤ `top`, so a failed first attempt is always
+/// followed by one retry at `max(top, a × retry_min_step)` that fits: the cost is
+/// `a − y` for `y ≤ a` and `a + penalty + max(top, a·step) − y` above. With the draws
+/// sorted and prefix sums of weights and weighted values, every candidate costs O(1):
+/// O(n log n) in all instead of O(n²).
 fn choose(draws: &[Draw], cfg: &AllocConfig) -> Option<(f64, f64, f64)> {
     let mut d: Vec<Draw> = draws
         .iter()
@@ -421,13 +586,23 @@ fn choose(draws: &[Draw], cfg: &AllocConfig) -> Option<(f64, f64, f64)> {
     d.sort_by(|p, q| p.value.total_cmp(&q.value));
     let top = d[d.len() - 1].value;
     let penalty = cfg.failure_cost.max(0.0) * weighted_median(&d);
+    let step = cfg.retry_min_step.max(1.01);
+    let total_w: f64 = d.iter().map(|q| q.weight).sum();
+    let total_wy: f64 = d.iter().map(|q| q.weight * q.value).sum();
     let mut best = (top, f64::INFINITY);
-    for cand in &d {
-        let a = cand.value;
-        let c: f64 = d
-            .iter()
-            .map(|q| q.weight * attempt_cost(a, q.value, top, penalty, cfg))
-            .sum();
+    let (mut w_le, mut wy_le) = (0.0, 0.0);
+    let mut i = 0;
+    while i < d.len() {
+        let a = d[i].value;
+        // Every draw equal to `a` fits under it.
+        while i < d.len() && d[i].value == a {
+            w_le += d[i].weight;
+            wy_le += d[i].weight * d[i].value;
+            i += 1;
+        }
+        let (w_gt, wy_gt) = (total_w - w_le, total_wy - wy_le);
+        let retry = if a < top { top.max(a * step) } else { a };
+        let c = (a * w_le - wy_le) + (a + penalty + retry) * w_gt - wy_gt;
         if c < best.1 {
             best = (a, c);
         }
@@ -440,9 +615,6 @@ pub fn cost_aware_choice(draws: &[Draw], cfg: &AllocConfig) -> Option<f64> {
     choose(draws, cfg).map(|c| c.0)
 }
 
-fn draws_for(hist: &TaskHistory, x: f64, cfg: &AllocConfig) -> Vec<Draw> {
-    model_draws(&hist.obs, hist.chosen_model(cfg), x, cfg)
-}
 
 /// Simulated cost of the allocation the draws lead to, for a task whose peak is `y`.
 fn simulated_cost(draws: &[Draw], y: f64, cfg: &AllocConfig) -> f64 {
@@ -463,10 +635,10 @@ fn finite_positive(v: f64, fallback: f64) -> f64 {
     }
 }
 
-/// First allocation (bytes) for a task of input size `x`.
-pub fn first_allocation(hist: &TaskHistory, x: f64, cfg: &AllocConfig) -> f64 {
+/// First allocation for a task of sizes `x` (input) and `x2` (numeric argument).
+pub fn first_allocation(hist: &TaskHistory, x: f64, x2: f64, cfg: &AllocConfig) -> f64 {
     let cold = finite_positive(cfg.cold_start_bytes, 4e9);
-    let draws = draws_for(hist, x, cfg);
+    let draws = hist.draws(x, x2, cfg);
     match cost_aware_choice(&draws, cfg) {
         Some(a) => finite_positive(a * cfg.margin, cold),
         None => cold,
@@ -479,12 +651,20 @@ pub fn first_allocation(hist: &TaskHistory, x: f64, cfg: &AllocConfig) -> f64 {
 pub fn retry_allocation(
     hist: &TaskHistory,
     x: f64,
+    x2: f64,
     failed_at: f64,
     attempt: u32,
     cfg: &AllocConfig,
 ) -> f64 {
     let failed = finite_positive(failed_at, finite_positive(cfg.cold_start_bytes, 4e9) / 2.0);
-    let draws = draws_for(hist, x, cfg);
+    let draws = hist.draws(x, x2, cfg);
+    retry_over_draws(&draws, failed, attempt, cfg)
+}
+
+/// The retry rule over any predictive draws (the engine's one rule, whatever the evidence):
+/// after attempt `attempt` was killed at `failed`, the top of the draws if that is at least
+/// `retry_min_step` × the failed cap, else geometric growth. Always > `failed`, finite.
+pub fn retry_over_draws(draws: &[Draw], failed: f64, attempt: u32, cfg: &AllocConfig) -> f64 {
     let top = draws.iter().map(|d| d.value).fold(0.0, f64::max);
     let next = retry_from(top, failed, attempt, cfg);
     if next > failed {
@@ -499,7 +679,12 @@ mod tests {
     use super::*;
 
     fn obs(x: f64, y: f64) -> Observation {
-        Observation { x, y, runtime: 1.0 }
+        Observation {
+            x,
+            x2: 0.0,
+            y,
+            runtime: 1.0,
+        }
     }
 
     fn history(points: &[(f64, f64)], cfg: &AllocConfig) -> TaskHistory {
@@ -522,8 +707,8 @@ mod tests {
     fn cold_start_is_the_configured_default() {
         let cfg = AllocConfig::default();
         let h = TaskHistory::new();
-        assert_eq!(first_allocation(&h, 1e9, &cfg), cfg.cold_start_bytes);
-        let r = retry_allocation(&h, 1e9, cfg.cold_start_bytes, 1, &cfg);
+        assert_eq!(first_allocation(&h, 1e9, 0.0, &cfg), cfg.cold_start_bytes);
+        let r = retry_allocation(&h, 1e9, 0.0, cfg.cold_start_bytes, 1, &cfg);
         assert!(r.is_finite() && r > cfg.cold_start_bytes);
     }
 
@@ -561,7 +746,7 @@ mod tests {
         let cfg = AllocConfig::default();
         let pts: Vec<(f64, f64)> = (0..20).map(|i| (1e9 * (i + 1) as f64, 5e9)).collect();
         let h = history(&pts, &cfg);
-        let a = first_allocation(&h, 3e9, &cfg);
+        let a = first_allocation(&h, 3e9, 0.0, &cfg);
         assert!(a >= 5e9, "{a}");
         assert!(a < 5e9 * 1.05, "{a}");
     }
@@ -583,13 +768,13 @@ mod tests {
             "{:?}",
             h.scores()
         );
-        let small = first_allocation(&h, 2e9, &cfg);
-        let large = first_allocation(&h, 9e9, &cfg);
+        let small = first_allocation(&h, 2e9, 0.0, &cfg);
+        let large = first_allocation(&h, 9e9, 0.0, &cfg);
         assert!(small < large / 3.0, "{small} {large}");
         // Never extrapolated past the largest input seen.
         let x_max = pts.iter().map(|p| p.0).fold(0.0, f64::max);
-        let beyond = first_allocation(&h, 100.0 * x_max, &cfg);
-        let at_max = first_allocation(&h, x_max, &cfg);
+        let beyond = first_allocation(&h, 100.0 * x_max, 0.0, &cfg);
+        let at_max = first_allocation(&h, x_max, 0.0, &cfg);
         assert_eq!(beyond, at_max);
     }
 
@@ -609,10 +794,10 @@ mod tests {
                 .collect();
             let h = history(&pts, &cfg);
             let x = 1e9 * lcg(&mut seed);
-            let mut a = first_allocation(&h, x, &cfg);
+            let mut a = first_allocation(&h, x, 0.0, &cfg);
             assert!(a.is_finite() && a > 0.0);
             for attempt in 1..40 {
-                let next = retry_allocation(&h, x, a, attempt, &cfg);
+                let next = retry_allocation(&h, x, 0.0, a, attempt, &cfg);
                 assert!(next.is_finite(), "case {case} attempt {attempt}");
                 assert!(next > a, "retry {next} not above the failed cap {a}");
                 a = next;
@@ -621,8 +806,8 @@ mod tests {
                 }
             }
             // A larger failed cap never yields a smaller retry.
-            let r1 = retry_allocation(&h, x, 1e9, 1, &cfg);
-            let r2 = retry_allocation(&h, x, 2e9, 1, &cfg);
+            let r1 = retry_allocation(&h, x, 0.0, 1e9, 1, &cfg);
+            let r2 = retry_allocation(&h, x, 0.0, 2e9, 1, &cfg);
             assert!(r2 >= r1 && r2 > 2e9);
         }
     }
@@ -637,9 +822,9 @@ mod tests {
         h.push(obs(f64::INFINITY, 2e9), &cfg);
         assert_eq!(h.len(), 2);
         for x in [f64::NAN, -1.0, 0.0, f64::INFINITY, 1e12] {
-            let a = first_allocation(&h, x, &cfg);
+            let a = first_allocation(&h, x, 0.0, &cfg);
             assert!(a.is_finite() && a >= 1e9, "{x} → {a}");
-            let r = retry_allocation(&h, x, f64::NAN, 1, &cfg);
+            let r = retry_allocation(&h, x, 0.0, f64::NAN, 1, &cfg);
             assert!(r.is_finite() && r > 0.0);
         }
     }
@@ -651,8 +836,8 @@ mod tests {
         let pts: Vec<(f64, f64)> = (0..30)
             .map(|_| (1e9 * lcg(&mut seed), 1e9 * (1.0 + lcg(&mut seed))))
             .collect();
-        let a = first_allocation(&history(&pts, &cfg), 5e8, &cfg);
-        let b = first_allocation(&history(&pts, &cfg), 5e8, &cfg);
+        let a = first_allocation(&history(&pts, &cfg), 5e8, 0.0, &cfg);
+        let b = first_allocation(&history(&pts, &cfg), 5e8, 0.0, &cfg);
         assert_eq!(a.to_bits(), b.to_bits());
     }
 

@@ -2,6 +2,7 @@
 
 pub mod allocate;
 pub mod conformal;
+pub mod domain;
 pub mod gbt;
 pub mod prior;
 pub mod trained;
@@ -204,6 +205,21 @@ impl Predictor {
     }
 
     /// The prior in use.
+    /// Why this job is outside what the trained model has seen (empty when it is inside,
+    /// or when no trained model would predict it: then the engine treats it as novel anyway).
+    pub fn novelty(&self, fv: &FeatureVector, job_key: &str) -> Vec<String> {
+        match &self.trained {
+            Some(t) if t.schema.hash == fv.schema.hash => match &t.domain {
+                Some(d) => d.novelty(fv, job_key),
+                None => vec![format!(
+                    "model {} records no training domain (retrain to record it)",
+                    t.version
+                )],
+            },
+            _ => Vec::new(),
+        }
+    }
+
     pub fn prior(&self) -> &Prior {
         &self.prior
     }

@@ -116,6 +116,10 @@ pub struct TrainedModel {
     /// Holdout metrics recorded at training time.
     #[serde(default)]
     pub metrics: serde_json::Value,
+    /// What the model saw in training (absent in files written before it was recorded:
+    /// then every job counts as novel to the model).
+    #[serde(default)]
+    pub domain: Option<super::domain::Domain>,
 }
 
 fn runtime_of(get: &dyn Fn(&str) -> f64) -> &'static str {
@@ -197,9 +201,11 @@ impl TrainedModel {
         };
         let mut targets = Vec::new();
         let mut max_input_mb: f64 = 0.0;
+        let mut domain = super::domain::Domain::default();
         for r in rows {
             max_input_mb =
                 max_input_mb.max(r.features.get("input_total_mb").copied().unwrap_or(0.0));
+            domain.observe(names, &|k| r.features.get(k).copied().unwrap_or(0.0));
         }
         for (t, name) in TARGETS.iter().enumerate() {
             progress(&format!("training {name}"));
@@ -294,6 +300,7 @@ impl TrainedModel {
             max_input_mb,
             targets,
             metrics: serde_json::Value::Null,
+            domain: Some(domain),
         })
     }
 

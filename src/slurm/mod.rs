@@ -368,7 +368,7 @@ pub fn run(
     }
     let job_id = runner::new_job_id();
     let rows = JobRows::new(spec, &plan, &job_id, BACKEND, enforced, dry_run);
-    let (predicted, mut applied) = match &plan.decision {
+    let (predicted, mut applied, mut sizing) = match &plan.decision {
         Decision::Reject(r) => {
             let r = r.clone();
             return runner::reject(&mut store, &rows, plan.clone(), &cluster, &r, &mut progress)
@@ -377,9 +377,13 @@ pub fn run(
                     rep
                 });
         }
-        Decision::Run { predicted, applied } => (*predicted, *applied),
+        Decision::Run {
+            predicted,
+            applied,
+            sizing,
+        } => (*predicted, *applied, sizing.clone()),
     };
-    runner::apply_overrides(&mut applied, opts);
+    runner::apply_overrides(&mut applied, &mut sizing, opts);
     if !enforced {
         progress("warning: this cluster's configuration does not enforce --mem (no task/cgroup); caps are requests only");
     }
@@ -404,7 +408,7 @@ pub fn run(
     );
     write_script(&script_path, &body)?;
     let cpus = cpus_for(&plan.prediction, slurm.node_cpus());
-    let id = store.insert_prediction(&rows.row(predicted, Some(applied), 1, false))?;
+    let id = store.insert_prediction(&rows.row(predicted, Some(applied), &sizing, 1, false))?;
     let sid = submit_row(
         &mut store,
         &slurm,
@@ -557,18 +561,18 @@ pub fn settlement_for(
 }
 
 fn prediction_of(row: &SlurmRow) -> Prediction {
-    let b = |rss: Option<f64>| Bounds {
+    let b = |rss: Option<f64>, wall: Option<f64>| Bounds {
         peak_rss_mb: rss.unwrap_or(0.0),
-        wall_seconds: 0.0,
+        wall_seconds: wall.unwrap_or(0.0),
         cpu_seconds: 0.0,
     };
     Prediction {
         cpu_seconds: 0.0,
         peak_rss_mb: row.predicted_rss_mb.unwrap_or(0.0),
-        wall_seconds: 0.0,
+        wall_seconds: row.predicted_wall_s.unwrap_or(0.0),
         confidence: 0.0,
-        upper: b(row.upper_rss_mb),
-        lower: b(None),
+        upper: b(row.upper_rss_mb, row.upper_wall_s),
+        lower: b(None, None),
         model_version: String::new(),
         source: Source::Prior,
     }
@@ -633,13 +637,42 @@ pub fn settle_pass(
                     b
                 }
             };
-            runner::next_limits(
-                res.outcome,
+            // The engine's one retry rule, on the evidence recorded with the job and the
+            // key's window as it stands now.
+            let sizer = crate::policy::Sizer::new(policy, b);
+            let key = crate::policy::KeyHistory::from_runs(
+                &store.key_runs(&row.job_key, 2 * sizer.alloc.window)?,
+                &sizer.alloc,
+            );
+            let sizing = crate::policy::Sizing {
+                evidence: row
+                    .evidence
+                    .as_deref()
+                    .and_then(crate::policy::Evidence::parse)
+                    .unwrap_or_default(),
+                timeout_source: row
+                    .timeout_source
+                    .as_deref()
+                    .and_then(crate::policy::LimitSource::parse)
+                    .unwrap_or_default(),
+                ..Default::default()
+            };
+            let prediction = prediction_of(row);
+            sizer.retry_limits(
+                &crate::policy::Evidences {
+                    prediction: &prediction,
+                    novelty: &[],
+                    key: &key,
+                    size: crate::policy::JobSize::from_columns(
+                        row.size_input_mb,
+                        row.size_arg_log10,
+                    ),
+                    model_fallback: None,
+                },
                 applied,
-                settlement.actual_rss_mb,
-                &prediction_of(row),
-                policy,
-                b,
+                &sizing,
+                res.outcome,
+                row.attempt,
             )
         } else {
             None

@@ -83,6 +83,23 @@ fn settle_in(
             s.memory_enforced as i64
         ],
     )
+    .and_then(|n| {
+        if n == 1 {
+            // The attempt joins its key's window in the same transaction (see
+            // `Store::key_runs`); outcomes that say nothing about the job's needs do not.
+            tx.execute(
+                "INSERT OR REPLACE INTO key_history (row_id, job_key, outcome, peak_mb, wall_s,
+                    cpu_s, input_mb, arg_log10, cap_mb, timeout_s)
+                 SELECT id, job_key, outcome, actual_rss_mb, actual_wall_s, actual_cpu_s,
+                    size_input_mb, size_arg_log10,
+                    CASE WHEN memory_enforced = 1 THEN applied_memory_mb END, applied_timeout_s
+                 FROM resource_prediction
+                 WHERE id = ?1 AND outcome IN ('ok', 'oom_killed', 'timed_out')",
+                [id],
+            )?;
+        }
+        Ok(n)
+    })
 }
 
 /// Crash-test hook, compiled into debug builds only: with `PRESIZE_FAILPOINT=<name>:<ms>`,
@@ -164,6 +181,10 @@ pub struct NewPrediction {
     pub executor_start: Option<u64>,
     /// Rejected rows are settled at once.
     pub rejected: bool,
+    /// Why the limits are what they are (the sizing engine's evidence and sources).
+    pub sizing: crate::policy::Sizing,
+    /// The job's size covariates (the engine's window learns them with the actuals).
+    pub size: crate::policy::JobSize,
 }
 
 /// The actuals of a finished attempt.
@@ -232,6 +253,13 @@ pub struct SlurmRow {
     pub slurm_max_rss_mb: Option<f64>,
     pub memory_enforced: bool,
     pub slurm_state: Option<String>,
+    /// The sizing engine's evidence level for the job.
+    pub evidence: Option<String>,
+    pub timeout_source: Option<String>,
+    pub size_input_mb: Option<f64>,
+    pub size_arg_log10: Option<f64>,
+    pub upper_wall_s: Option<f64>,
+    pub predicted_wall_s: Option<f64>,
 }
 
 /// One row of `resource_prediction`, as read back.
@@ -427,10 +455,11 @@ impl Store {
                 predicted_wall_s, upper_cpu_s, upper_rss_mb, upper_wall_s, lower_rss_mb, confidence,
                 source, memory_limit_mb, timeout_s, applied_memory_mb, applied_timeout_s, enforced,
                 memory_enforced, dry_run, backend, priority, attempt, model_version, host,
-                executor_pid, executor_start, predicted_at, outcome, settled_at)
+                executor_pid, executor_start, predicted_at, outcome, settled_at, memory_source,
+                timeout_source, evidence, limit_reason, size_input_mb, size_arg_log10)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
                 ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33,
-                ?34, ?35)",
+                ?34, ?35, ?36, ?37, ?38, ?39, ?40, ?41)",
             params![
                 row.job_id,
                 row.analysis_id,
@@ -467,6 +496,12 @@ impl Store {
                 now,
                 row.rejected.then_some("rejected"),
                 row.rejected.then_some(now.clone()),
+                (!row.rejected).then_some(row.sizing.memory_source.as_str()),
+                (!row.rejected).then_some(row.sizing.timeout_source.as_str()),
+                row.sizing.evidence.as_str(),
+                row.sizing.reason,
+                (row.size.input_mb > 0.0).then_some(row.size.input_mb),
+                (row.size.arg > 0.0).then_some(row.size.arg.log10()),
             ],
         )
         .map_err(q("recording a prediction"))?;
@@ -575,6 +610,101 @@ impl Store {
         }
         tx.commit().map_err(q("committing lost rows"))?;
         Ok(n)
+    }
+
+    /// The newest `n` successful runs of a job key (oldest first), the sizing engine's
+    /// window: an index range scan of the small `key_history` table, the same cost at any
+    /// history size.
+    pub fn key_runs(
+        &self,
+        job_key: &str,
+        n: usize,
+    ) -> Result<Vec<crate::policy::KeyRun>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT input_mb, arg_log10, peak_mb, wall_s FROM key_history
+                 WHERE job_key = ?1 AND outcome = 'ok' ORDER BY row_id DESC LIMIT ?2",
+            )
+            .map_err(q("reading the key's window"))?;
+        let mut runs = stmt
+            .query_map(params![job_key, n.min(i64::MAX as usize) as i64], |r| {
+                let arg: Option<f64> = r.get(1)?;
+                Ok(crate::policy::KeyRun {
+                    input_mb: r.get::<_, Option<f64>>(0)?.unwrap_or(0.0),
+                    arg: arg
+                        .filter(|l| l.is_finite())
+                        .map(|l| 10f64.powf(l.clamp(-300.0, 300.0)))
+                        .unwrap_or(0.0),
+                    peak_mb: r.get::<_, Option<f64>>(2)?.unwrap_or(0.0),
+                    wall_s: r.get::<_, Option<f64>>(3)?.unwrap_or(0.0),
+                })
+            })
+            .map_err(q("reading the key's window"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(q("reading the key's window"))?;
+        runs.reverse();
+        Ok(runs)
+    }
+
+    /// Live coverage of a model's upper bound on peak memory over its newest `n` settled
+    /// jobs: `(jobs judged, jobs whose peak stayed within the bound)`. An OOM kill under a cap
+    /// at or above the bound counts as not covered; one under a lower cap says nothing.
+    pub fn live_coverage(&self, model_version: &str, n: usize) -> Result<(u32, u32), StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT outcome, actual_rss_mb, upper_rss_mb, applied_memory_mb, memory_enforced
+                 FROM resource_prediction
+                 WHERE model_version = ?1 AND source = 'model' AND settled_at IS NOT NULL
+                 ORDER BY id DESC LIMIT ?2",
+            )
+            .map_err(q("reading live coverage"))?;
+        let mut rows = stmt
+            .query(params![model_version, n.min(i64::MAX as usize) as i64])
+            .map_err(q("reading live coverage"))?;
+        let (mut jobs, mut covered) = (0u32, 0u32);
+        while let Some(r) = rows.next().map_err(q("reading live coverage"))? {
+            let outcome: Option<String> = r.get(0).map_err(q("reading live coverage"))?;
+            let peak: Option<f64> = r.get(1).map_err(q("reading live coverage"))?;
+            let upper: Option<f64> = r.get(2).map_err(q("reading live coverage"))?;
+            let cap: Option<i64> = r.get(3).map_err(q("reading live coverage"))?;
+            let enforced: i64 = r.get(4).map_err(q("reading live coverage"))?;
+            let Some(upper) = upper.filter(|u| u.is_finite()) else {
+                continue;
+            };
+            match outcome.as_deref() {
+                Some("ok") => {
+                    if let Some(p) = peak {
+                        jobs += 1;
+                        covered += (p <= upper) as u32;
+                    }
+                }
+                Some("oom_killed") if enforced != 0 && cap.is_some_and(|c| c as f64 >= upper) => {
+                    jobs += 1;
+                }
+                _ => {}
+            }
+        }
+        Ok((jobs, covered))
+    }
+
+    /// The job keys with a settled attempt up to row `max_id` (a retrain's training set),
+    /// read from the key index.
+    pub fn job_keys_through(&self, max_id: i64) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT DISTINCT job_key FROM key_history WHERE row_id <= ?1
+                 AND outcome IN ('ok', 'oom_killed', 'timed_out')",
+            )
+            .map_err(q("reading job keys"))?;
+        let keys = stmt
+            .query_map([max_id], |r| r.get(0))
+            .map_err(q("reading job keys"))?
+            .collect::<Result<Vec<String>, _>>()
+            .map_err(q("reading job keys"))?;
+        Ok(keys)
     }
 
     /// Actuals of earlier successful runs of the same job key.
@@ -735,7 +865,8 @@ impl Store {
                     applied_timeout_s, enforced, dry_run, predicted_rss_mb, upper_rss_mb,
                     slurm_script, slurm_cpus, cwd, slurm_output, slurm_error, settled_at, outcome,
                     actual_cpu_s, actual_rss_mb, actual_wall_s, exit_code, signal, measure_source,
-                    slurm_max_rss_mb, memory_enforced, slurm_state
+                    slurm_max_rss_mb, memory_enforced, slurm_state, evidence, timeout_source,
+                    size_input_mb, size_arg_log10, upper_wall_s, predicted_wall_s
                  FROM resource_prediction WHERE {filter} ORDER BY id"
             ))
             .map_err(q("reading SLURM rows"))?;
@@ -771,6 +902,12 @@ impl Store {
                     slurm_max_rss_mb: r.get(24)?,
                     memory_enforced: r.get::<_, i64>(25)? != 0,
                     slurm_state: r.get(26)?,
+                    evidence: r.get(27)?,
+                    timeout_source: r.get(28)?,
+                    size_input_mb: r.get(29)?,
+                    size_arg_log10: r.get(30)?,
+                    upper_wall_s: r.get(31)?,
+                    predicted_wall_s: r.get(32)?,
                 })
             })
             .map_err(q("reading SLURM rows"))?
@@ -813,13 +950,16 @@ impl Store {
                     lower_rss_mb, confidence, source, memory_limit_mb, timeout_s, enforced,
                     memory_enforced, dry_run, backend, priority, model_version, cwd, slurm_script,
                     slurm_cpus, applied_memory_mb, applied_timeout_s, attempt, host, executor_pid,
-                    executor_start, predicted_at)
+                    executor_start, predicted_at, memory_source, timeout_source, evidence,
+                    limit_reason, size_input_mb, size_arg_log10)
                  SELECT job_id, analysis_id, job_key, runtime, script_path, script_sha256,
                     command, features, schema_hash, predicted_cpu_s, predicted_rss_mb,
                     predicted_wall_s, upper_cpu_s, upper_rss_mb, upper_wall_s, lower_rss_mb,
                     confidence, source, memory_limit_mb, timeout_s, enforced, memory_enforced,
                     dry_run, backend, priority, model_version, cwd, slurm_script, slurm_cpus,
-                    ?2, ?3, attempt + 1, ?4, ?5, ?6, ?7
+                    ?2, ?3, attempt + 1, ?4, ?5, ?6, ?7, memory_source, timeout_source, evidence,
+                    'retry after ' || outcome || ': the engine''s retry rule', size_input_mb,
+                    size_arg_log10
                  FROM resource_prediction WHERE id = ?1",
                 params![
                     id,

@@ -105,6 +105,8 @@ impl Attempt {
             executor_pid: 1,
             executor_start: None,
             rejected,
+            sizing: Default::default(),
+            size: Default::default(),
         };
         let s = Settlement {
             actual_cpu_s: self.actual.map(|a| a.0),

@@ -160,6 +160,7 @@ fn policy() -> impl Strategy<Value = Policy> {
                 } else {
                     LimitMode::Headroom
                 },
+                ..Policy::default()
             },
         )
         .prop_filter("valid policy", |p| p.validate().is_ok())
@@ -191,6 +192,7 @@ fn any_policy() -> impl Strategy<Value = Policy> {
                 } else {
                     LimitMode::Headroom
                 },
+                ..Policy::default()
             },
         )
 }
@@ -283,7 +285,7 @@ proptest! {
         };
         let l = limits_for(&pred, &policy, budget);
         let rss = match policy.limit_mode {
-            LimitMode::Headroom => policy.mem_headroom * peak,
+            LimitMode::Headroom | LimitMode::CostAware => policy.mem_headroom * peak,
             LimitMode::Upper => upper.max(peak),
         };
         let mut mem = (rss.ceil() as u64).max(policy.memory_floor_mb).max(1);
@@ -358,7 +360,9 @@ proptest! {
                 prop_assert!(expect_reject, "rejected: {}", r.reason);
                 prop_assert!(!r.reason.is_empty() && !r.reason.contains('\n'));
             }
-            Decision::Run { predicted, applied } => {
+            Decision::Run {
+                predicted, applied, ..
+            } => {
                 prop_assert!(!expect_reject, "not rejected: {predicted:?}");
                 let l = limits_for(&pred, &policy, budget);
                 if dry_run {

@@ -86,6 +86,8 @@ fn seed(env: &Env, from: usize, n: usize, scale: f64) {
                 executor_pid: 1,
                 executor_start: None,
                 rejected: false,
+                sizing: Default::default(),
+                size: Default::default(),
             })
             .unwrap();
         store

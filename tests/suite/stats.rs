@@ -66,6 +66,8 @@ fn add(store: &mut Store, i: usize, j: &Job) {
             executor_pid: 1,
             executor_start: None,
             rejected: false,
+            sizing: Default::default(),
+            size: Default::default(),
         })
         .unwrap();
     store

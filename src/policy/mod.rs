@@ -1,4 +1,12 @@
-//! Prediction → limits, or a rejection. Pure functions over a [`Policy`] struct.
+//! The sizing policy: its knobs ([`Policy`], the `[policy]` config section), the limits
+//! and decisions it produces, and the sizing engine ([`engine`]) that makes every decision.
+//! The original formula (cap = `mem_headroom` × the point prediction) stays here as
+//! [`limits_for`] / [`decide`] / [`escalate`] and is what `limit_mode = "headroom"` runs.
+//! Pure functions, no I/O.
+
+pub mod engine;
+
+pub use engine::{Evidence, Evidences, JobSize, KeyHistory, KeyRun, LimitSource, Sizer, Sizing};
 
 use serde::{Deserialize, Serialize};
 
@@ -17,10 +25,34 @@ pub enum PolicyError {
 #[serde(rename_all = "lowercase")]
 pub enum LimitMode {
     /// The original formula: cap = `mem_headroom` × predicted peak RSS.
-    #[default]
     Headroom,
     /// The calibrated upper bound of the prediction (at the configured coverage).
     Upper,
+    /// The sizing engine's cost-aware choice over the job's predictive distribution: the
+    /// key's own history first, the cross-job model next, static defaults for what is novel.
+    #[default]
+    #[serde(rename = "cost-aware")]
+    CostAware,
+}
+
+impl LimitMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitMode::Headroom => "headroom",
+            LimitMode::Upper => "upper",
+            LimitMode::CostAware => "cost-aware",
+        }
+    }
+
+    /// Parse `headroom`, `upper` or `cost-aware`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "headroom" => Some(LimitMode::Headroom),
+            "upper" => Some(LimitMode::Upper),
+            "cost-aware" | "cost_aware" => Some(LimitMode::CostAware),
+            _ => None,
+        }
+    }
 }
 
 /// Knobs of the limits policy; the `[policy]` section of the config file.
@@ -53,8 +85,26 @@ pub struct Policy {
     pub retry_timeouts: bool,
     /// Reject jobs whose predicted lower bound of wall time exceeds this; 0 = no maximum.
     pub max_wall_s: u64,
-    /// Memory cap derivation: `headroom` (original formula) or `upper` (calibrated bound).
+    /// Memory cap derivation: `cost-aware` (the sizing engine), `headroom` (original
+    /// formula) or `upper` (calibrated bound).
     pub limit_mode: LimitMode,
+    /// Successful runs of a job key before its own history sizes it (evidence `history`).
+    pub history_min_runs: u32,
+    /// Runs of a key the engine looks at (the newest); bounds the work per decision.
+    pub history_window: usize,
+    /// Multiplier on the cost-aware memory choice (1 = none).
+    pub history_margin: f64,
+    /// Cost of a failed attempt beyond the memory it held, as a fraction of a typical peak.
+    pub failure_cost: f64,
+    /// A key's size fit is followed up to this many times its largest size seen.
+    pub extrapolate: f64,
+    /// Timeout = this × the top of the key's wall-time draws (evidence `history`).
+    pub timeout_margin: f64,
+    /// A model whose live coverage of the peak falls this far below nominal stops
+    /// tightening limits until a retrain.
+    pub coverage_drop: f64,
+    /// Settled jobs of a model before its live coverage is judged.
+    pub coverage_min_jobs: u32,
 }
 
 impl Default for Policy {
@@ -73,7 +123,15 @@ impl Default for Policy {
             host_budget_mb: 0,
             retry_timeouts: false,
             max_wall_s: 0,
-            limit_mode: LimitMode::Headroom,
+            limit_mode: LimitMode::CostAware,
+            history_min_runs: 3,
+            history_window: 100,
+            history_margin: 1.0,
+            failure_cost: 0.1,
+            extrapolate: 3.0,
+            timeout_margin: 2.0,
+            coverage_drop: 0.10,
+            coverage_min_jobs: 20,
         }
     }
 }
@@ -103,6 +161,21 @@ impl Policy {
         if self.default_memory_mb == 0 || self.default_timeout_s == 0 {
             return Err("policy.default_memory_mb and default_timeout_s must be > 0".into());
         }
+        pos("history_margin", self.history_margin)?;
+        pos("extrapolate", self.extrapolate)?;
+        pos("timeout_margin", self.timeout_margin)?;
+        if !(self.failure_cost.is_finite() && self.failure_cost >= 0.0) {
+            return Err("policy.failure_cost must be a non-negative number".into());
+        }
+        if self.history_min_runs == 0 {
+            return Err("policy.history_min_runs must be at least 1".into());
+        }
+        if self.history_window < self.history_min_runs as usize || self.history_window > 10_000 {
+            return Err("policy.history_window must be within history_min_runs..=10000".into());
+        }
+        if !(0.0..=1.0).contains(&self.coverage_drop) {
+            return Err("policy.coverage_drop must be within 0..1".into());
+        }
         Ok(())
     }
 }
@@ -128,8 +201,13 @@ pub struct Rejection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "decision", rename_all = "lowercase")]
 pub enum Decision {
-    /// Run: `predicted` are the limits derived from the prediction, `applied` what is enforced.
-    Run { predicted: Limits, applied: Limits },
+    /// Run: `predicted` are the limits derived from the evidence, `applied` what is
+    /// enforced, `sizing` why.
+    Run {
+        predicted: Limits,
+        applied: Limits,
+        sizing: Sizing,
+    },
     /// Manifestly impossible.
     Reject(Rejection),
 }
@@ -140,7 +218,7 @@ pub const MAX_LIMIT: u64 = i64::MAX as u64;
 
 /// A predicted quantity as a finite, non-negative number: NaN and negatives → 0, +∞ →
 /// `f64::MAX` (so limits grow with the prediction all the way, then clamp).
-fn finite(v: f64) -> f64 {
+pub(crate) fn finite(v: f64) -> f64 {
     if v.is_nan() || v <= 0.0 {
         0.0
     } else {
@@ -149,7 +227,7 @@ fn finite(v: f64) -> f64 {
 }
 
 /// A possibly huge value for a one-line message.
-fn shown(v: f64) -> String {
+pub(crate) fn shown(v: f64) -> String {
     if v < 1e15 {
         format!("{v:.0}")
     } else {
@@ -157,7 +235,7 @@ fn shown(v: f64) -> String {
     }
 }
 
-fn to_u64_ceil(v: f64) -> u64 {
+pub(crate) fn to_u64_ceil(v: f64) -> u64 {
     let v = finite(v).ceil();
     if v >= u64::MAX as f64 {
         u64::MAX
@@ -167,7 +245,7 @@ fn to_u64_ceil(v: f64) -> u64 {
 }
 
 /// The budget as a memory cap: at least 1 MB, at most [`MAX_LIMIT`].
-fn memory_cap(budget_mb: u64) -> u64 {
+pub(crate) fn memory_cap(budget_mb: u64) -> u64 {
     budget_mb.clamp(1, MAX_LIMIT)
 }
 
@@ -180,10 +258,11 @@ pub fn static_limits(policy: &Policy, budget_mb: u64) -> Limits {
     }
 }
 
-/// Limits derived from a prediction (what enforcement applies).
+/// Limits from a prediction by the original formula (`limit_mode` `headroom`, or `upper`:
+/// the calibrated upper bound); `cost-aware` is the [`engine`]'s and reads as `headroom` here.
 pub fn limits_for(pred: &Prediction, policy: &Policy, budget_mb: u64) -> Limits {
     let rss = match policy.limit_mode {
-        LimitMode::Headroom => policy.mem_headroom * finite(pred.peak_rss_mb),
+        LimitMode::Headroom | LimitMode::CostAware => policy.mem_headroom * finite(pred.peak_rss_mb),
         LimitMode::Upper => finite(pred.upper.peak_rss_mb).max(finite(pred.peak_rss_mb)),
     };
     // Never a 0 MB cap, even with a zero floor.
@@ -206,7 +285,8 @@ pub fn limits_for(pred: &Prediction, policy: &Policy, budget_mb: u64) -> Limits 
     }
 }
 
-/// Decide whether and how to run a job.
+/// Decide by the original formula alone (no key history, no applicability check): the
+/// engine with no evidence but the prediction, in `headroom`/`upper` mode.
 pub fn decide(pred: &Prediction, policy: &Policy, budget_mb: u64, dry_run: bool) -> Decision {
     let lower_rss = finite(pred.lower.peak_rss_mb);
     if lower_rss > budget_mb as f64 {
@@ -229,18 +309,43 @@ pub fn decide(pred: &Prediction, policy: &Policy, budget_mb: u64, dry_run: bool)
         });
     }
     let predicted = limits_for(pred, policy, budget_mb);
+    let st = static_limits(policy, budget_mb);
+    let src = |v: u64, s: u64| {
+        if dry_run {
+            LimitSource::DryRun
+        } else if v == s {
+            LimitSource::Static
+        } else {
+            LimitSource::Predicted
+        }
+    };
+    let sizing = Sizing {
+        evidence: if pred.source == crate::model::Source::Model {
+            Evidence::Model
+        } else {
+            Evidence::Novel
+        },
+        memory_source: src(predicted.memory_limit_mb, st.memory_limit_mb),
+        timeout_source: src(predicted.timeout_s, st.timeout_s),
+        reason: format!(
+            "original formula: {} × predicted peak, {} × predicted wall",
+            policy.mem_headroom, policy.wall_headroom
+        ),
+    };
     if dry_run {
         Decision::Run {
             predicted: Limits {
                 enforced: false,
                 ..predicted
             },
-            applied: static_limits(policy, budget_mb),
+            applied: st,
+            sizing,
         }
     } else {
         Decision::Run {
             predicted,
             applied: predicted,
+            sizing,
         }
     }
 }
@@ -323,7 +428,9 @@ mod tests {
             Decision::Reject(_)
         ));
         match decide(&pred(100.0, 10.0, 0.9), &p, 100_000, true) {
-            Decision::Run { predicted, applied } => {
+            Decision::Run {
+                predicted, applied, ..
+            } => {
                 assert_eq!(predicted.memory_limit_mb, 150);
                 assert!(!predicted.enforced && !applied.enforced);
                 assert_eq!(applied.memory_limit_mb, 8192);
