@@ -1,5 +1,6 @@
-//! `presize replay TRACE...`: online replay of Nextflow traces through presize's allocation
-//! model and retry rule (the published Sizey protocol).
+//! `presize replay TRACE...`: online replay of Nextflow traces through presize's sizing
+//! engine and retry rule (the published Sizey protocol); `presize replay --store [DB]`: the
+//! host's own history through the engine under the configured policy and alternatives.
 
 use std::path::PathBuf;
 
@@ -22,11 +23,18 @@ pub enum ReplayPolicy {
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Nextflow trace CSV files (one workflow each).
-    #[arg(required = true, value_name = "TRACE")]
+    #[arg(required_unless_present = "store", value_name = "TRACE")]
     pub traces: Vec<PathBuf>,
-    /// Allocation method to replay.
-    #[arg(long, value_enum, default_value_t = ReplayPolicy::Presize)]
-    pub policy: ReplayPolicy,
+    /// Replay the host's settled history instead (the configured database, or DB).
+    #[arg(long, value_name = "DB", num_args = 0..=1, default_missing_value = "", conflicts_with = "traces")]
+    pub store: Option<PathBuf>,
+    /// Traces: `presize` (the sizing engine) or `tovar` (the reference). With --store:
+    /// `cost-aware`, `headroom` or `upper` (default: the configured mode and the others).
+    #[arg(long)]
+    pub policy: Option<String>,
+    /// With --store: replay at most this many of the newest jobs.
+    #[arg(long, default_value_t = 100_000)]
+    pub max_jobs: usize,
     /// Print one JSON document.
     #[arg(long)]
     pub json: bool,
@@ -36,6 +44,18 @@ pub struct Args {
 pub fn execute(args: Args) -> Result<i32, Error> {
     let settings = Settings::from_env()?;
     let cfg = settings.policy().clone();
+    if let Some(db) = &args.store {
+        return execute_store(&settings, db, &args);
+    }
+    let policy = match args.policy.as_deref() {
+        None | Some("presize") => ReplayPolicy::Presize,
+        Some("tovar") => ReplayPolicy::Tovar,
+        Some(p) => {
+            return Err(Error::Usage(format!(
+                "--policy {p}: traces replay `presize` or `tovar`"
+            )))
+        }
+    };
     let bar = Bar::new(args.traces.len() as u64);
     let replaying = |i: usize| match args.traces.get(i) {
         Some(p) => format!(
@@ -49,7 +69,7 @@ pub fn execute(args: Args) -> Result<i32, Error> {
     };
     bar.set(0, &replaying(0));
     let mut progress = |done: usize, _total: usize| bar.set(done as u64, &replaying(done));
-    let report = match args.policy {
+    let report = match policy {
         ReplayPolicy::Presize => replay::replay_files_with(
             &args.traces,
             &mut EngineMethod::new(cfg.clone()),
@@ -85,6 +105,70 @@ pub fn execute(args: Args) -> Result<i32, Error> {
             w.seconds,
             w.timeout_kills
         );
+    }
+    out(&s)?;
+    Ok(0)
+}
+
+fn execute_store(settings: &Settings, db: &std::path::Path, args: &Args) -> Result<i32, Error> {
+    let only = match args.policy.as_deref() {
+        None => None,
+        Some(p) => Some(crate::policy::LimitMode::parse(p).ok_or_else(|| {
+            Error::Usage(format!(
+                "--policy {p}: with --store use cost-aware, headroom or upper"
+            ))
+        })?),
+    };
+    let path = if db.as_os_str().is_empty() {
+        settings.db_path.clone()
+    } else {
+        db.to_path_buf()
+    };
+    if !path.exists() {
+        return Err(Error::Usage(format!(
+            "--store: no database at {}",
+            path.display()
+        )));
+    }
+    let store = crate::store::Store::open(&path)?;
+    let bar = Bar::new(1);
+    bar.set(0, "replaying the history");
+    let r = replay::store::replay_store(
+        &store,
+        settings.policy(),
+        settings.host_budget_mb,
+        only,
+        args.max_jobs.max(1),
+    )?;
+    bar.finish();
+    if args.json {
+        out_json(&r)?;
+        return Ok(0);
+    }
+    let mut s = format!(
+        "{} jobs replayed from {} ({} left out: never succeeded or rejected); a failed attempt costs {} GB·h more\n\n",
+        r.jobs_replayed,
+        path.display(),
+        r.jobs_left_out,
+        r.failure_penalty_gbh
+    );
+    s += "policy                  reserved GB·h  used GB·h  wastage GB·h  first OOM  first timeout  final failures  hours lost  cost GB·h\n";
+    for p in &r.policies {
+        s += &format!(
+            "{:<22} {:>14.3} {:>10.3} {:>13.3} {:>10} {:>14} {:>15} {:>11.3} {:>10.3}\n",
+            p.policy,
+            p.reserved_gbh,
+            p.used_gbh,
+            p.wastage_gbh,
+            p.first_attempt_oom_kills,
+            p.first_attempt_timeout_kills,
+            p.final_failures,
+            p.hours_lost_to_kills,
+            p.cost_gbh
+        );
+        if let Some((m, n)) = p.first_caps_matching_rows {
+            s += &format!("  first caps matching the recorded rows: {m} of {n}\n");
+        }
     }
     out(&s)?;
     Ok(0)

@@ -118,7 +118,11 @@ fn eight_concurrent_runs_settle_eight_rows() {
 
 #[test]
 fn dry_run_records_predicted_limits_and_applies_static_defaults() {
-    let env = Env::with_config("[policy]\nconfidence_threshold = 0.0\ndefault_memory_mb = 4000\n");
+    // The original formula (`headroom`) tightens on the prior once the threshold is 0; the
+    // default engine never tightens on the prior alone (see `suite::learning`).
+    let env = Env::with_config(
+        "[policy]\nlimit_mode = \"headroom\"\nconfidence_threshold = 0.0\ndefault_memory_mb = 4000\n",
+    );
     let o = env
         .cmd()
         .env("PRESIZE_DRY_RUN", "1")

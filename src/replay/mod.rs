@@ -16,6 +16,8 @@
 //!    `y > a`; then the row joins the history;
 //! 6. wastage GB·h = Σ bytes/1e9 × ms/3.6e6; MAQ = usage / (usage + wastage).
 
+pub mod store;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
