@@ -68,6 +68,17 @@ pub struct RetrainReport {
     pub current: Option<ModelEval>,
     pub promoted: bool,
     pub model_path: Option<String>,
+    /// The holdout's jobs replayed through the sizing engine (first limits + retries)
+    /// under each model: what promotion is decided by.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub simulated: Option<SimulatedCost>,
+}
+
+/// What each model would have cost on the holdout, through the whole sizing engine.
+#[derive(Debug, Clone, Serialize)]
+pub struct SimulatedCost {
+    pub candidate: crate::replay::store::PolicyTally,
+    pub current: crate::replay::store::PolicyTally,
 }
 
 fn actual(r: &TrainingRow, t: usize) -> Option<f64> {
@@ -188,6 +199,7 @@ pub fn retrain(
         current: None,
         promoted: false,
         model_path: None,
+        simulated: None,
     };
     let min_rows = opts.min_rows.max(20);
     if rows.len() < min_rows {
@@ -233,7 +245,43 @@ pub fn retrain(
     let (current, _warnings) = Predictor::load(&settings.model_dir);
     let cur_eval = evaluate(&current, holdout, &schema, cfg.coverage);
     let has_current = current.trained().is_some();
-    let better = not_worse(&cand_eval, &cur_eval);
+    // Promotion by what each model would have cost: the holdout's jobs replayed through
+    // the engine (the key windows learn the training part first), each model predicting
+    // from the recorded features.
+    let simulated = match holdout.first() {
+        Some(first) => {
+            let (jobs, _) = crate::replay::store::read_jobs(&store, rows.len())?;
+            let by_id: std::collections::HashMap<i64, &TrainingRow> =
+                rows.iter().map(|r| (r.id, r)).collect();
+            let cand_predictor = Predictor::with_model(candidate.clone());
+            let sim = |p: &Predictor| {
+                let predict = |j: &crate::replay::store::HistJob| match by_id.get(&j.first_row) {
+                    Some(r) => p.predict(&FeatureVector::from_map(schema.clone(), &r.features)),
+                    None => j.prediction.clone(),
+                };
+                crate::replay::store::replay_policy(
+                    &jobs,
+                    &p.version(),
+                    settings.policy(),
+                    settings.host_budget_mb,
+                    Some(&predict),
+                    false,
+                    first.id,
+                )
+            };
+            let c = sim(&cand_predictor);
+            let o = sim(&current);
+            (c.jobs > 0).then_some(SimulatedCost {
+                candidate: c,
+                current: o,
+            })
+        }
+        None => None,
+    };
+    let better = match &simulated {
+        Some(s) => s.candidate.cost_gbh <= s.current.cost_gbh * (1.0 + NOT_WORSE_TOLERANCE) + 1e-9,
+        None => not_worse(&cand_eval, &cur_eval),
+    };
     let promote = opts.force || !has_current || better;
     report.status = if promote { "promoted" } else { "kept" };
     report.message = if opts.force {
@@ -241,16 +289,23 @@ pub fn retrain(
     } else if !has_current {
         "promoted: there was no trained model".into()
     } else if better {
-        format!(
-            "promoted: not worse than {} on the holdout",
-            cur_eval.version
-        )
+        match &simulated {
+            Some(s) => format!(
+                "promoted: replayed through the sizing engine the holdout costs {:.3} GB·h under it vs {:.3} under {}",
+                s.candidate.cost_gbh, s.current.cost_gbh, cur_eval.version
+            ),
+            None => format!("promoted: not worse than {} on the holdout", cur_eval.version),
+        }
     } else {
-        format!(
-            "kept {}: the candidate is worse on the holdout",
-            cur_eval.version
-        )
+        match &simulated {
+            Some(s) => format!(
+                "kept {}: replayed through the sizing engine the holdout costs {:.3} GB·h under the candidate vs {:.3}",
+                cur_eval.version, s.candidate.cost_gbh, s.current.cost_gbh
+            ),
+            None => format!("kept {}: the candidate is worse on the holdout", cur_eval.version),
+        }
     };
+    report.simulated = simulated;
     candidate.metrics = serde_json::json!({
         "holdout_rows": holdout.len(),
         "candidate": cand_eval,

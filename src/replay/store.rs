@@ -200,6 +200,7 @@ pub fn replay_policy(
     budget_mb: u64,
     predict: Option<&dyn Fn(&HistJob) -> Prediction>,
     compare_with_rows: bool,
+    count_from_row: i64,
 ) -> PolicyTally {
     let sizer = Sizer::new(policy, budget_mb);
     let mut keys: std::collections::HashMap<&str, KeyHistory> = Default::default();
@@ -210,6 +211,19 @@ pub fn replay_policy(
     let (mut matched, mut comparable) = (0u64, 0u64);
     for j in jobs {
         let key = keys.entry(j.job_key.as_str()).or_default();
+        if j.first_row < count_from_row {
+            // Before the counted part: only learned, as the store's window would have.
+            key.observe(
+                &KeyRun {
+                    input_mb: j.size.input_mb,
+                    arg: j.size.arg,
+                    peak_mb: j.peak_mb,
+                    wall_s: j.wall_s,
+                },
+                &sizer.alloc,
+            );
+            continue;
+        }
         let prediction = match predict {
             Some(p) => p(j),
             None => j.prediction.clone(),
@@ -346,7 +360,7 @@ pub fn replay_store(
             m.as_str().to_string()
         };
         out.policies
-            .push(replay_policy(&jobs, &name, &p, budget_mb, None, configured));
+            .push(replay_policy(&jobs, &name, &p, budget_mb, None, configured, 0));
     }
     Ok(out)
 }
