@@ -231,10 +231,7 @@ pub fn plan(
     let sizer = Sizer::new(settings.policy(), settings.host_budget_mb);
     let (key_history, model_fallback) = match store {
         Some(s) => (
-            KeyHistory::from_runs(
-                &s.key_runs(&job_key, 2 * sizer.alloc.window)?,
-                &sizer.alloc,
-            ),
+            KeyHistory::from_runs(&s.key_runs(&job_key, 2 * sizer.alloc.window)?, &sizer.alloc),
             model_fallback(s, settings, &prediction)?,
         ),
         None => (KeyHistory::default(), None),

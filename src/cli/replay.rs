@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use super::progress::Bar;
 use super::{out, out_json};
-use crate::error::Error;
 use crate::config::Settings;
+use crate::error::Error;
 use crate::replay::{self, EngineMethod, TovarMethod};
 
 /// Which allocation method to replay.
@@ -26,8 +26,8 @@ pub struct Args {
     #[arg(required_unless_present = "store", value_name = "TRACE")]
     pub traces: Vec<PathBuf>,
     /// Replay the host's settled history instead (the configured database, or DB).
-    #[arg(long, value_name = "DB", num_args = 0..=1, default_missing_value = "", conflicts_with = "traces")]
-    pub store: Option<PathBuf>,
+    #[arg(long, value_name = "DB", num_args = 0..=1, conflicts_with = "traces")]
+    pub store: Option<Option<PathBuf>>,
     /// Traces: `presize` (the sizing engine) or `tovar` (the reference). With --store:
     /// `cost-aware`, `headroom` or `upper` (default: the configured mode and the others).
     #[arg(long)]
@@ -45,7 +45,7 @@ pub fn execute(args: Args) -> Result<i32, Error> {
     let settings = Settings::from_env()?;
     let cfg = settings.policy().clone();
     if let Some(db) = &args.store {
-        return execute_store(&settings, db, &args);
+        return execute_store(&settings, db.as_deref(), &args);
     }
     let policy = match args.policy.as_deref() {
         None | Some("presize") => ReplayPolicy::Presize,
@@ -110,7 +110,11 @@ pub fn execute(args: Args) -> Result<i32, Error> {
     Ok(0)
 }
 
-fn execute_store(settings: &Settings, db: &std::path::Path, args: &Args) -> Result<i32, Error> {
+fn execute_store(
+    settings: &Settings,
+    db: Option<&std::path::Path>,
+    args: &Args,
+) -> Result<i32, Error> {
     let only = match args.policy.as_deref() {
         None => None,
         Some(p) => Some(crate::policy::LimitMode::parse(p).ok_or_else(|| {
@@ -119,11 +123,7 @@ fn execute_store(settings: &Settings, db: &std::path::Path, args: &Args) -> Resu
             ))
         })?),
     };
-    let path = if db.as_os_str().is_empty() {
-        settings.db_path.clone()
-    } else {
-        db.to_path_buf()
-    };
+    let path = db.map_or_else(|| settings.db_path.clone(), |d| d.to_path_buf());
     if !path.exists() {
         return Err(Error::Usage(format!(
             "--store: no database at {}",

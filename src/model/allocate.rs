@@ -448,13 +448,7 @@ fn fit_at(x: f64, lo: f64, hi: f64, extrapolate: f64, log: bool) -> f64 {
     x.clamp(lo, top.max(lo))
 }
 
-fn base_draws(
-    obs: &[Observation],
-    m: ModelKind,
-    x: f64,
-    x2: f64,
-    cfg: &AllocConfig,
-) -> Vec<Draw> {
+fn base_draws(obs: &[Observation], m: ModelKind, x: f64, x2: f64, cfg: &AllocConfig) -> Vec<Draw> {
     let weight = |o: &Observation| {
         if cfg.runtime_weighted_draws {
             o.runtime
@@ -614,7 +608,6 @@ fn choose(draws: &[Draw], cfg: &AllocConfig) -> Option<(f64, f64, f64)> {
 pub fn cost_aware_choice(draws: &[Draw], cfg: &AllocConfig) -> Option<f64> {
     choose(draws, cfg).map(|c| c.0)
 }
-
 
 /// Simulated cost of the allocation the draws lead to, for a task whose peak is `y`.
 fn simulated_cost(draws: &[Draw], y: f64, cfg: &AllocConfig) -> f64 {

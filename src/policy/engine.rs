@@ -137,7 +137,9 @@ impl JobSize {
     /// From the recorded size columns (`size_input_mb`, `size_arg_log10`).
     pub fn from_columns(input_mb: Option<f64>, arg_log10: Option<f64>) -> Self {
         JobSize {
-            input_mb: input_mb.filter(|v| v.is_finite() && *v > 0.0).unwrap_or(0.0),
+            input_mb: input_mb
+                .filter(|v| v.is_finite() && *v > 0.0)
+                .unwrap_or(0.0),
             arg: arg_log10
                 .filter(|v| v.is_finite())
                 .map(|l| 10f64.powf(l.clamp(-300.0, 300.0)))
@@ -426,7 +428,11 @@ impl<'a> Sizer<'a> {
         let lower_rss = finite(pred.lower.peak_rss_mb);
         // The key's own runs outweigh the cross-job lower bound: a key that has run within
         // the budget is never rejected for it.
-        let key_fits = ev.key.mem.observations().any(|o| o.y <= self.budget_mb as f64);
+        let key_fits = ev
+            .key
+            .mem
+            .observations()
+            .any(|o| o.y <= self.budget_mb as f64);
         if lower_rss > self.budget_mb as f64 && !key_fits {
             return Some(Rejection {
                 reason: format!(
@@ -482,17 +488,18 @@ impl<'a> Sizer<'a> {
             }
             Evidence::Novel => {
                 let mb = self.clamp_memory(self.novel_memory(ev));
-                let src = if to_u64_ceil(finite(ev.prediction.upper.peak_rss_mb))
-                    > p.default_memory_mb
-                {
-                    LimitSource::Predicted
-                } else {
-                    LimitSource::Static
-                };
+                let src =
+                    if to_u64_ceil(finite(ev.prediction.upper.peak_rss_mb)) > p.default_memory_mb {
+                        LimitSource::Predicted
+                    } else {
+                        LimitSource::Static
+                    };
                 (
                     mb,
                     src,
-                    format!("memory: the wider of the static default and the upper bound → {mb} MB"),
+                    format!(
+                        "memory: the wider of the static default and the upper bound → {mb} MB"
+                    ),
                 )
             }
         };
@@ -546,7 +553,10 @@ impl<'a> Sizer<'a> {
             return (
                 t,
                 LimitSource::Predicted,
-                format!("timeout: {} × the upper wall bound → {t} s", p.wall_headroom),
+                format!(
+                    "timeout: {} × the upper wall bound → {t} s",
+                    p.wall_headroom
+                ),
             );
         }
         let t = self.clamp_timeout(base);
@@ -705,7 +715,10 @@ mod tests {
         };
         let (l, sz) = run(&s.first_limits(&e, false));
         assert_eq!(sz.evidence, Evidence::Model, "{}", sz.reason);
-        assert!(l.memory_limit_mb >= 200 && l.memory_limit_mb <= 300, "{l:?}");
+        assert!(
+            l.memory_limit_mb >= 200 && l.memory_limit_mb <= 300,
+            "{l:?}"
+        );
         assert_eq!(l.timeout_s, p.default_timeout_s);
         // Each novelty cause, no trained model, low confidence and a fallen model: novel,
         // never tighter than the static defaults, and the reason says why.
@@ -714,10 +727,34 @@ mod tests {
         let mut low = model.clone();
         low.confidence = 0.0;
         let cases: Vec<(Evidences<'_>, &str)> = vec![
-            (Evidences { novelty: &novel, ..e }, "scanpy"),
-            (Evidences { prediction: &prior, ..e }, "no trained model"),
-            (Evidences { prediction: &low, ..e }, "confidence"),
-            (Evidences { model_fallback: Some("live coverage fell"), ..e }, "live coverage"),
+            (
+                Evidences {
+                    novelty: &novel,
+                    ..e
+                },
+                "scanpy",
+            ),
+            (
+                Evidences {
+                    prediction: &prior,
+                    ..e
+                },
+                "no trained model",
+            ),
+            (
+                Evidences {
+                    prediction: &low,
+                    ..e
+                },
+                "confidence",
+            ),
+            (
+                Evidences {
+                    model_fallback: Some("live coverage fell"),
+                    ..e
+                },
+                "live coverage",
+            ),
         ];
         for (c, why) in cases {
             let (l, sz) = run(&s.first_limits(&c, false));
@@ -727,13 +764,23 @@ mod tests {
             assert!(l.timeout_s >= p.default_timeout_s, "{l:?}");
         }
         // A key with steady runs: history level below the static defaults, above the peaks.
-        let steady = key(&[(0.0, 500.0, 30.0), (0.0, 505.0, 31.0), (0.0, 498.0, 29.0)], &p);
-        let h = Evidences { key: &steady, novelty: &novel, ..e };
+        let steady = key(
+            &[(0.0, 500.0, 30.0), (0.0, 505.0, 31.0), (0.0, 498.0, 29.0)],
+            &p,
+        );
+        let h = Evidences {
+            key: &steady,
+            novelty: &novel,
+            ..e
+        };
         let (l, sz) = run(&s.first_limits(&h, false));
         assert_eq!(sz.evidence, Evidence::History, "{}", sz.reason);
         assert_eq!(sz.memory_source, LimitSource::Predicted);
         assert!(l.memory_limit_mb >= 505 && l.memory_limit_mb < 600, "{l:?}");
-        assert!(l.timeout_s >= 62 && l.timeout_s < p.default_timeout_s, "{l:?}");
+        assert!(
+            l.timeout_s >= 62 && l.timeout_s < p.default_timeout_s,
+            "{l:?}"
+        );
         // Dry run: the static defaults apply, the sources say so.
         let (l, sz) = run(&s.first_limits(&h, true));
         assert_eq!(l.memory_limit_mb, p.default_memory_mb);
@@ -765,9 +812,17 @@ mod tests {
         };
         let (l, sz) = at(390.0);
         assert_eq!(sz.evidence, Evidence::History, "{}", sz.reason);
-        assert!(l.memory_limit_mb >= 400 && l.memory_limit_mb < 480, "{l:?} {}", sz.reason);
+        assert!(
+            l.memory_limit_mb >= 400 && l.memory_limit_mb < 480,
+            "{l:?} {}",
+            sz.reason
+        );
         let (l, sz) = at(150.0);
-        assert!(l.memory_limit_mb >= 160 && l.memory_limit_mb < 200, "{l:?} {}", sz.reason);
+        assert!(
+            l.memory_limit_mb >= 160 && l.memory_limit_mb < 200,
+            "{l:?} {}",
+            sz.reason
+        );
         // Far beyond what the key has run with: not the key's history any more.
         let (l, sz) = at(5_000.0);
         assert_eq!(sz.evidence, Evidence::Novel, "{}", sz.reason);
@@ -778,7 +833,10 @@ mod tests {
     fn one_retry_rule() {
         let p = Policy::default();
         let s = Sizer::new(&p, 10_000);
-        let k = key(&[(0.0, 500.0, 30.0), (0.0, 520.0, 31.0), (0.0, 900.0, 29.0)], &p);
+        let k = key(
+            &[(0.0, 500.0, 30.0), (0.0, 520.0, 31.0), (0.0, 900.0, 29.0)],
+            &p,
+        );
         let prior = pred(Source::Prior, 20.0, 1.0);
         let e = Evidences {
             prediction: &prior,
@@ -798,7 +856,10 @@ mod tests {
             memory_limit_mb: 10_000,
             ..l
         };
-        assert_eq!(s.retry_limits(&e, at_budget, &sz, Outcome::OomKilled, 2), None);
+        assert_eq!(
+            s.retry_limits(&e, at_budget, &sz, Outcome::OomKilled, 2),
+            None
+        );
         // A timeout the engine set below the static default: retried at the default.
         let t = s
             .retry_limits(&e, l, &sz, Outcome::TimedOut, 1)

@@ -262,7 +262,9 @@ pub fn static_limits(policy: &Policy, budget_mb: u64) -> Limits {
 /// the calibrated upper bound); `cost-aware` is the [`engine`]'s and reads as `headroom` here.
 pub fn limits_for(pred: &Prediction, policy: &Policy, budget_mb: u64) -> Limits {
     let rss = match policy.limit_mode {
-        LimitMode::Headroom | LimitMode::CostAware => policy.mem_headroom * finite(pred.peak_rss_mb),
+        LimitMode::Headroom | LimitMode::CostAware => {
+            policy.mem_headroom * finite(pred.peak_rss_mb)
+        }
         LimitMode::Upper => finite(pred.upper.peak_rss_mb).max(finite(pred.peak_rss_mb)),
     };
     // Never a 0 MB cap, even with a zero floor.

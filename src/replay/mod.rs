@@ -26,7 +26,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::job::Outcome;
 use crate::model::Prediction;
-use crate::policy::{Decision, Evidences, JobSize, KeyHistory, KeyRun, Limits, Policy, Sizer, Sizing};
+use crate::policy::{
+    Decision, Evidences, JobSize, KeyHistory, KeyRun, Limits, Policy, Sizer, Sizing,
+};
 
 /// Fewer rows than this and a process is left out (the published protocol).
 pub const MIN_ROWS_PER_PROCESS: usize = 34;
@@ -1018,11 +1020,9 @@ mod tests {
         f.write_all(synthetic_trace(&rows).as_bytes())
             .unwrap_or_else(|e| panic!("{e}"));
         let mut calls = Vec::new();
-        let report = replay_files(
-            std::slice::from_ref(&p),
-            &Policy::default(),
-            &mut |d, n| calls.push((d, n)),
-        )
+        let report = replay_files(std::slice::from_ref(&p), &Policy::default(), &mut |d, n| {
+            calls.push((d, n))
+        })
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(calls, vec![(1, 1)]);
         let w = &report.workflows[0];

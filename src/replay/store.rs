@@ -359,8 +359,9 @@ pub fn replay_store(
         } else {
             m.as_str().to_string()
         };
-        out.policies
-            .push(replay_policy(&jobs, &name, &p, budget_mb, None, configured, 0));
+        out.policies.push(replay_policy(
+            &jobs, &name, &p, budget_mb, None, configured, 0,
+        ));
     }
     Ok(out)
 }

@@ -88,7 +88,10 @@ fn spread(i: u64, lo: u64, hi: u64) -> u64 {
 fn write_table(env: &Env, mb: u64) -> PathBuf {
     let p = env.path(&format!("table-{mb}.bin"));
     if !p.exists() {
-        let line: Vec<u8> = (0..1023u32).map(|i| b'a' + (i % 26) as u8).chain([b'\n']).collect();
+        let line: Vec<u8> = (0..1023u32)
+            .map(|i| b'a' + (i % 26) as u8)
+            .chain([b'\n'])
+            .collect();
         let data = line.repeat((mb as usize) << 10);
         std::fs::write(&p, data).expect("write table");
     }
@@ -139,7 +142,9 @@ fn learning_loop_trial_on_real_processes() {
         timeouts += (first == "timed_out") as u32;
         sum_cap += cap as f64;
         sum_peak += peak;
-        lines.push(format!("{j:?}: attempts {n}, first cap {cap} MB, peak {peak:.1} MB, first {first}"));
+        lines.push(format!(
+            "{j:?}: attempts {n}, first cap {cap} MB, peak {peak:.1} MB, first {first}"
+        ));
     }
     let ratio = sum_cap / sum_peak;
     let evidence: Vec<(String, i64)> = {
@@ -159,9 +164,17 @@ fn learning_loop_trial_on_real_processes() {
         "trial: {first_ooms} first-attempt OOM kills, {timeouts} timeout kills, Σcap/Σpeak {ratio:.2}, evidence {evidence:?}\n{}",
         lines.join("\n")
     );
-    assert!(first_ooms <= 1, "{first_ooms} first-attempt OOM kills\n{}", lines.join("\n"));
+    assert!(
+        first_ooms <= 1,
+        "{first_ooms} first-attempt OOM kills\n{}",
+        lines.join("\n")
+    );
     assert_eq!(timeouts, 0, "{}", lines.join("\n"));
-    assert!(ratio <= 1.5, "Σ first cap / Σ peak = {ratio:.2}\n{}", lines.join("\n"));
+    assert!(
+        ratio <= 1.5,
+        "Σ first cap / Σ peak = {ratio:.2}\n{}",
+        lines.join("\n")
+    );
 
     // Never seen: a new script whose heavy import allocates 350 MB, and a new job that runs
     // longer than the timeout floor. Both finish on their first attempt.
@@ -237,5 +250,8 @@ fn steady_key_is_tightened_without_a_retrain() {
     assert_eq!(caps[0].0, 8192, "{caps:?}");
     let (cap, peak) = caps[4];
     assert!(cap < 8192 && cap as f64 >= peak, "{caps:?}");
-    assert_eq!((evidence.as_str(), source.as_str()), ("history", "predicted"));
+    assert_eq!(
+        (evidence.as_str(), source.as_str()),
+        ("history", "predicted")
+    );
 }
