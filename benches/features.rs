@@ -16,7 +16,7 @@ use presize::features::{self, Catalog, FeatureRequest, Language, PriorRuns, Scan
 use presize::job::Outcome;
 use presize::model::trained::{TrainConfig, TrainedModel, TrainingRow};
 use presize::model::{Predictor, Source};
-use presize::policy::{self, Policy};
+use presize::policy::{Evidences, JobSize, KeyHistory, KeyRun, Policy, Sizer};
 
 mod common;
 
@@ -100,18 +100,67 @@ fn bench(c: &mut Criterion) {
     c.bench_function("predict/3_trained_models_bench_vector", |b| {
         b.iter(|| trained.predict(black_box(&x.vector)))
     });
+    // What `runner::plan` does after reading the store: features, the prediction, then the
+    // sizing engine (here with an empty key window, as for a key's first run).
+    let sizer = Sizer::new(&pol, 16_000);
+    let empty = KeyHistory::default();
+    let decide = |pred: &presize::Prediction, x: &features::Extracted, novelty: &[String]| {
+        sizer.first_limits(
+            &Evidences {
+                prediction: pred,
+                novelty,
+                key: &empty,
+                size: JobSize::from_features(|k| x.vector.get(k)),
+                model_fallback: None,
+            },
+            false,
+        )
+    };
     c.bench_function("predict/end_to_end_2000_lines", |b| {
         b.iter(|| {
             let x = features::extract(black_box(&req), &catalog, &opts).expect("extract");
             let p = prior_only.predict(&x.vector);
-            policy::decide(&p, &pol, 16_000, false)
+            decide(&p, &x, &[])
         })
     });
     c.bench_function("predict/end_to_end_2000_lines_trained", |b| {
         b.iter(|| {
             let x = features::extract(black_box(&req), &catalog, &no_sha).expect("extract");
             let p = trained.predict(&x.vector);
-            policy::decide(&p, &pol, 16_000, false)
+            let novelty = trained.novelty(&x.vector, "bench-key");
+            decide(&p, &x, &novelty)
+        })
+    });
+    // The engine's per-job work on a full window: rebuild the key's history from the
+    // 2 × window runs the store returns (as `runner::plan` does), then decide.
+    let runs: Vec<KeyRun> = (0..2 * pol.history_window)
+        .map(|i| {
+            let arg = 20.0 + ((i * 7919) % 281) as f64;
+            KeyRun {
+                input_mb: 0.0,
+                arg,
+                peak_mb: arg * (1.0 + 0.01 * ((i % 7) as f64)) + 10.0,
+                wall_s: 1.0 + arg / 100.0,
+            }
+        })
+        .collect();
+    let p0 = prior_only.predict(&x.vector);
+    c.bench_function("sizing/first_limits_full_window", |b| {
+        b.iter(|| {
+            let key = KeyHistory::from_runs(black_box(&runs), &sizer.alloc);
+            sizer.first_limits(
+                &Evidences {
+                    prediction: &p0,
+                    novelty: &[],
+                    key: &key,
+                    size: JobSize {
+                        input_mb: 0.0,
+                        arg: 150.0,
+                    },
+                    model_fallback: None,
+                },
+                false,
+            )
         })
     });
 }
