@@ -278,9 +278,12 @@ pub fn retrain(
         }
         None => None,
     };
+    // The cheaper model wins; within the tolerance (e.g. every holdout job sized by its
+    // key's own history, so neither model changed a limit) the holdout metrics decide.
     let better = match &simulated {
-        Some(s) => s.candidate.cost_gbh <= s.current.cost_gbh * (1.0 + NOT_WORSE_TOLERANCE) + 1e-9,
-        None => not_worse(&cand_eval, &cur_eval),
+        Some(s) if s.candidate.cost_gbh < s.current.cost_gbh * (1.0 - NOT_WORSE_TOLERANCE) => true,
+        Some(s) if s.candidate.cost_gbh > s.current.cost_gbh * (1.0 + NOT_WORSE_TOLERANCE) => false,
+        _ => not_worse(&cand_eval, &cur_eval),
     };
     let promote = opts.force || !has_current || better;
     report.status = if promote { "promoted" } else { "kept" };
@@ -290,19 +293,25 @@ pub fn retrain(
         "promoted: there was no trained model".into()
     } else if better {
         match &simulated {
-            Some(s) => format!(
+            Some(s) if s.candidate.cost_gbh < s.current.cost_gbh * (1.0 - NOT_WORSE_TOLERANCE) => format!(
                 "promoted: replayed through the sizing engine the holdout costs {:.3} GB·h under it vs {:.3} under {}",
                 s.candidate.cost_gbh, s.current.cost_gbh, cur_eval.version
             ),
-            None => format!("promoted: not worse than {} on the holdout", cur_eval.version),
+            _ => format!(
+                "promoted: as cheap as {} through the sizing engine and not worse on the holdout metrics",
+                cur_eval.version
+            ),
         }
     } else {
         match &simulated {
-            Some(s) => format!(
+            Some(s) if s.candidate.cost_gbh > s.current.cost_gbh * (1.0 + NOT_WORSE_TOLERANCE) => format!(
                 "kept {}: replayed through the sizing engine the holdout costs {:.3} GB·h under the candidate vs {:.3}",
                 cur_eval.version, s.candidate.cost_gbh, s.current.cost_gbh
             ),
-            None => format!("kept {}: the candidate is worse on the holdout", cur_eval.version),
+            _ => format!(
+                "kept {}: as cheap through the sizing engine, and the candidate is worse on the holdout metrics",
+                cur_eval.version
+            ),
         }
     };
     report.simulated = simulated;

@@ -261,9 +261,32 @@ impl TaskHistory {
         if self.obs.len() >= cfg.min_score_history.max(1) {
             let decay = cfg.score_decay.clamp(0.0, 1.0);
             let obs = self.obs.make_contiguous();
+            // A fit on a covariate that never varied falls back to the empirical draws:
+            // its cost is the empirical model's, computed once.
+            let varies = |f: fn(&Observation) -> f64| {
+                let first = obs.first().map(|o| clean_x(f(o)));
+                obs.iter().any(|o| Some(clean_x(f(o))) != first)
+            };
+            let (input_varies, arg_varies) = (varies(|o| o.x), varies(|o| o.x2));
+            let mut empirical_cost = None;
             for &m in &cfg.models {
-                let draws = model_draws(obs, m, o.x, o.x2, cfg);
-                let cost = simulated_cost(&draws, o.y, cfg);
+                let degenerate = match m.covariate() {
+                    None => true,
+                    Some(Covariate::Input) => !input_varies,
+                    Some(Covariate::Arg) => !arg_varies,
+                };
+                let cost = match (degenerate, empirical_cost) {
+                    (true, Some(c)) => c,
+                    _ => {
+                        let kind = if degenerate { ModelKind::Empirical } else { m };
+                        let draws = model_draws(obs, kind, o.x, o.x2, cfg);
+                        let c = simulated_cost(&draws, o.y, cfg);
+                        if degenerate {
+                            empirical_cost = Some(c);
+                        }
+                        c
+                    }
+                };
                 c.push(match cfg.score_weight {
                     ScoreWeight::Relative => cost / o.y,
                     ScoreWeight::Bytes => cost,
@@ -285,6 +308,7 @@ impl TaskHistory {
                 self.contrib.pop_front();
             }
         }
+        self.obs.make_contiguous();
         // Summed afresh (bounded by the window): no drift from adding and subtracting.
         self.scores.iter_mut().for_each(|v| *v = 0.0);
         for c in &self.contrib {
@@ -315,8 +339,14 @@ impl TaskHistory {
 
     /// Draws of the next peak under the chosen model at sizes `x`, `x2`.
     pub fn draws(&self, x: f64, x2: f64, cfg: &AllocConfig) -> Vec<Draw> {
-        let obs: Vec<Observation> = self.obs.iter().copied().collect();
-        model_draws(&obs, self.chosen_model(cfg), x, x2, cfg)
+        // `push` leaves the window contiguous.
+        let (front, back) = self.obs.as_slices();
+        if back.is_empty() {
+            model_draws(front, self.chosen_model(cfg), x, x2, cfg)
+        } else {
+            let obs: Vec<Observation> = self.obs.iter().copied().collect();
+            model_draws(&obs, self.chosen_model(cfg), x, x2, cfg)
+        }
     }
 
     /// The covariate the chosen model follows and the range of it seen, or `None` for
@@ -415,9 +445,14 @@ fn add_tail(d: &mut Vec<Draw>, cfg: &AllocConfig) {
     if m == 0 || d.len() < 2 || cfg.tail_mass.is_nan() || cfg.tail_mass <= 0.0 {
         return;
     }
-    let mut logs: Vec<f64> = d.iter().map(|q| q.value.ln()).collect();
-    logs.sort_by(|a, b| b.total_cmp(a));
-    let k = cfg.tail_k.clamp(1, logs.len() - 1);
+    // Only the top k + 1 values matter: select them (O(n)), then order those, and take
+    // logarithms of those alone (ln is monotone).
+    let mut top_vals: Vec<f64> = d.iter().map(|q| q.value).collect();
+    let k = cfg.tail_k.clamp(1, top_vals.len() - 1);
+    top_vals.select_nth_unstable_by(k, |a, b| b.total_cmp(a));
+    top_vals.truncate(k + 1);
+    top_vals.sort_unstable_by(|a, b| b.total_cmp(a));
+    let logs: Vec<f64> = top_vals.iter().map(|v| v.ln()).collect();
     let hill = logs[..k].iter().map(|l| l - logs[k]).sum::<f64>() / k as f64;
     let scale = hill.max(cfg.tail_min_scale.max(0.0));
     let top = logs[0];
@@ -577,7 +612,8 @@ fn choose(draws: &[Draw], cfg: &AllocConfig) -> Option<(f64, f64, f64)> {
     if d.is_empty() {
         return None;
     }
-    d.sort_by(|p, q| p.value.total_cmp(&q.value));
+    // Equal values are grouped below, so an unstable sort gives the same choice.
+    d.sort_unstable_by(|p, q| p.value.total_cmp(&q.value));
     let top = d[d.len() - 1].value;
     let penalty = cfg.failure_cost.max(0.0) * weighted_median(&d);
     let step = cfg.retry_min_step.max(1.01);

@@ -201,7 +201,9 @@ fn oom_then_escalated(conf: &Path) -> Vec<String> {
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(0), "{err}");
     assert!(
-        err.contains("OOM-killed at 100 MB; retrying with 400 MB"),
+        // The engine's one retry rule: nothing is known of this job (evidence `novel`), so
+        // the retry goes to the top of its draws, the static default.
+        err.contains("OOM-killed at 100 MB; retrying with 8192 MB"),
         "{err}"
     );
     let ids: Vec<String> = stdout(&o).lines().map(String::from).collect();
@@ -246,7 +248,7 @@ fn oom_then_escalated(conf: &Path) -> Vec<String> {
         (rows[1].2.as_str(), rows[1].3.as_str()),
         ("ok", "COMPLETED")
     );
-    assert_eq!(rows[1].4, 400);
+    assert_eq!(rows[1].4, 8192);
     assert!(rows[1].5 >= 300.0 && rows[1].5 < 400.0, "{rows:?}");
     assert_eq!(vec![rows[0].6.clone(), rows[1].6.clone()], ids);
     ids
