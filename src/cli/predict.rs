@@ -121,7 +121,7 @@ pub fn execute(args: Args) -> Result<i32, Error> {
     let r = report(&args, &settings)?;
     // Warnings go to stderr in both modes (with --json they are also in the document).
     for w in &r.warnings {
-        eprintln!("presize: warning: {w}");
+        super::say(&format!("presize: warning: {w}"));
     }
     if args.json {
         out_json(&r)?;

@@ -9,6 +9,7 @@
 //! Every call here is blocking file-system work (kill and rmdir loops sleep for a few
 //! milliseconds); call it from `spawn_blocking` inside an async runtime.
 
+mod measure;
 mod none;
 mod v1;
 mod v2;
@@ -318,6 +319,15 @@ impl Layout {
             Layout::V1(d) => v1::stats(d),
         }
     }
+
+    /// The memory directory and whether it is cgroup2.
+    fn memory_dir(&self) -> Option<(&Path, bool)> {
+        match self {
+            Layout::None => None,
+            Layout::V2 { dir } => Some((dir, true)),
+            Layout::V1(d) => d.memory.as_deref().map(|m| (m, false)),
+        }
+    }
 }
 
 impl JobCgroup {
@@ -365,6 +375,20 @@ impl JobCgroup {
     /// Peak memory, CPU time and whether the OOM killer struck; unreadable values are `None`.
     pub fn stats(&self) -> CgroupStats {
         self.layout.stats()
+    }
+
+    /// Non-reclaimable memory in use now (anon + shmem, plus unreclaimable kernel memory on
+    /// v2; never page cache), bytes; sample it while the job runs and keep the maximum.
+    pub fn need_bytes(&self) -> Option<u64> {
+        let (dir, v2) = self.layout.memory_dir()?;
+        measure::need_bytes(dir, v2)
+    }
+
+    /// How many processes the kernel OOM killer killed in the job so far.
+    pub fn oom_kills(&self) -> u64 {
+        self.layout
+            .memory_dir()
+            .map_or(0, |(dir, v2)| measure::oom_kills(dir, v2))
     }
 
     /// Pids currently in the job (all directories and any sub-cgroups), sorted, deduplicated.
