@@ -117,7 +117,8 @@ pub fn execute(args: Args) -> Result<i32, Error> {
     };
     let quiet = args.quiet;
     let say = |m: &str| {
-        if !quiet {
+        // -q keeps errors (e.g. a result that could not be recorded).
+        if !quiet || m.starts_with("error:") {
             super::say(&format!("presize: {m}"));
         }
     };

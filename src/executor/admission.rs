@@ -132,12 +132,13 @@ impl<'c> Admission<'c> {
         if let Some(sig) = super::signals::pending() {
             return Err(AdmissionError::Interrupted(sig));
         }
-        let id = {
-            let tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(db("starting a write"))?;
-            tx.execute(
+        let id =
+            {
+                let tx = self
+                    .conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(db("starting a write"))?;
+                tx.execute(
                 "INSERT INTO reservation (row_id, host, pid, pid_start, memory_mb, predicted_mb,
                     priority, state, created_at, boot_id, pidns, heartbeat_ms, poll_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'waiting', ?8, ?9, ?10, ?11, ?12)",
@@ -157,10 +158,10 @@ impl<'c> Admission<'c> {
                 ],
             )
             .map_err(db("reserving memory"))?;
-            let id = tx.last_insert_rowid();
-            tx.commit().map_err(db("committing a reservation"))?;
-            id
-        };
+                let id = tx.last_insert_rowid();
+                tx.commit().map_err(db("committing a reservation"))?;
+                id
+            };
         let t0 = Instant::now();
         let mut last_status: Option<Instant> = None;
         loop {

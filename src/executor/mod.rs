@@ -223,7 +223,11 @@ fn wait_blocking(pid: i32) -> io::Result<WaitResult> {
 fn foreground_tty() -> Option<i32> {
     (0..3).find(|&fd| {
         // SAFETY: plain queries on standard descriptors.
-        unsafe { libc::isatty(fd) == 1 && libc::tcgetpgrp(fd) > 0 && libc::tcgetpgrp(fd) == libc::getpgrp() }
+        unsafe {
+            libc::isatty(fd) == 1
+                && libc::tcgetpgrp(fd) > 0
+                && libc::tcgetpgrp(fd) == libc::getpgrp()
+        }
     })
 }
 

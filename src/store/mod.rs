@@ -587,8 +587,7 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(q("starting a write"))?;
-        let n =
-            settle_measured_in(&tx, id, s, m, &now_rfc3339()).map_err(q("settling a job"))?;
+        let n = settle_measured_in(&tx, id, s, m, &now_rfc3339()).map_err(q("settling a job"))?;
         failpoint("settle");
         tx.commit().map_err(q("committing a settlement"))?;
         Ok(n == 1)
