@@ -169,16 +169,17 @@ fn kill_9_inside_write_transactions_50_times_loses_nothing() {
     assert!(env.integrity_ok());
 }
 
-/// (outcome, actual_rss_mb, charged_peak_mb, oom_events, exit_code) of every row.
-fn measured(
-    env: &Env,
-) -> Vec<(
+/// (outcome, actual_rss_mb, charged_peak_mb, oom_events, exit_code) of one row.
+type Measured = (
     Option<String>,
     Option<f64>,
     Option<f64>,
     Option<i64>,
     Option<i64>,
-)> {
+);
+
+/// [`Measured`] of every row.
+fn measured(env: &Env) -> Vec<Measured> {
     let conn = env.conn();
     let mut st = conn
         .prepare(
