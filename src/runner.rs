@@ -249,6 +249,8 @@ pub fn recover_orphans(store: &mut Store, exec: &Executor) -> Result<Vec<i64>, E
     exec.backend().cleanup_stale(CGROUP_PREFIX, &|name| {
         executor::owner::cgroup_liveness(me, name) != executor::owner::Liveness::Dead
     });
+    // Settlements spooled when the disk was full are recorded before anything is called lost.
+    crate::store::spool::replay(store)?;
     let ids: Vec<i64> = orphans.iter().map(|o| o.id).collect();
     store.mark_lost(&ids)?;
     Ok(ids)
@@ -503,6 +505,8 @@ pub fn run(
             break;
         }
         let id = store.insert_prediction(&rows.row(predicted, Some(applied), attempt, false))?;
+        // Space for the settlement, reserved while there is some (see store::spool).
+        let mut spool = crate::store::spool::Spool::reserve(store.path(), id).ok();
         progress(&format!(
             "attempt {attempt}: memory cap {} MB{}, timeout {} s{}",
             applied.memory_limit_mb,
@@ -581,33 +585,42 @@ pub fn run(
         if let Some(e) = start_err {
             progress(&format!("warning: could not record the start: {e}"));
         }
-        let settled = store.settle_measured(
-            id,
-            &Settlement {
-                actual_cpu_s: actuals.cpu_s,
-                actual_rss_mb: actuals.peak_rss_mb,
-                actual_wall_s: Some(actuals.wall_s),
-                rusage_maxrss_mb: Some(actuals.rusage_maxrss_mb),
-                measure_source: actuals.measure_source.clone(),
-                exit_code: actuals.exit_code,
-                signal: actuals.signal,
-                outcome: actuals.outcome,
-                memory_enforced: actuals.memory_enforced,
-            },
-            &Measured {
-                charged_peak_mb: actuals.charged_peak_mb,
-                oom_events: actuals
-                    .charged_peak_mb
-                    .is_some()
-                    .then_some(actuals.oom_events),
-            },
-        );
+        let settlement = Settlement {
+            actual_cpu_s: actuals.cpu_s,
+            actual_rss_mb: actuals.peak_rss_mb,
+            actual_wall_s: Some(actuals.wall_s),
+            rusage_maxrss_mb: Some(actuals.rusage_maxrss_mb),
+            measure_source: actuals.measure_source.clone(),
+            exit_code: actuals.exit_code,
+            signal: actuals.signal,
+            outcome: actuals.outcome,
+            memory_enforced: actuals.memory_enforced,
+        };
+        let measured = Measured {
+            charged_peak_mb: actuals.charged_peak_mb,
+            oom_events: actuals
+                .charged_peak_mb
+                .is_some()
+                .then_some(actuals.oom_events),
+        };
+        let settled = store.settle_measured(id, &settlement, &measured);
         if let Err(e) = settled {
             // The job ran: its exit code must not be hidden behind a store error (disk full).
-            progress(&format!(
-                "error: the job ended ({}) but its result could not be recorded in row {id}: {e}",
-                actuals.outcome
-            ));
+            let kept = spool.as_mut().and_then(|sp| {
+                sp.write(id, &settlement, &measured)
+                    .ok()
+                    .map(|()| sp.path().display().to_string())
+            });
+            progress(&match kept {
+                Some(path) => format!(
+                    "error: the job ended ({}) but row {id} could not be written ({e}); its result is kept in {path} and is recorded by the next presize run",
+                    actuals.outcome
+                ),
+                None => format!(
+                    "error: the job ended ({}) but its result could not be recorded in row {id}: {e}",
+                    actuals.outcome
+                ),
+            });
             let exit_code = exit_code_for(&actuals);
             attempts.push(AttemptReport {
                 row_id: id,

@@ -17,6 +17,7 @@ mod embedded {
 }
 
 mod history;
+pub mod spool;
 pub use history::{rfc3339, AttemptTimes, ModelVersionRecord};
 
 /// How long a writer waits for another one before giving up.
@@ -188,7 +189,7 @@ pub struct NewPrediction {
 }
 
 /// The actuals of a finished attempt.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Settlement {
     pub actual_cpu_s: Option<f64>,
     pub actual_rss_mb: Option<f64>,
@@ -203,7 +204,7 @@ pub struct Settlement {
 }
 
 /// What the cgroup measured beside the settlement (V6 columns).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct Measured {
     /// The cgroup's charged peak (page cache included), MiB.
     pub charged_peak_mb: Option<f64>,

@@ -324,10 +324,7 @@ fn presize_in_another_pid_namespace_keeps_its_job_and_row() {
     let ns = unshare.spawn().unwrap();
     wait_for("the namespaced job to start", 30, || env.first_started());
     let inner_row = env.rows()[0].clone();
-    let cg: Vec<String> = crate::helper::cgroup_dirs("presize-")
-        .into_iter()
-        .filter(|d| d.contains(&format!("-{inner_pid}-")))
-        .collect();
+    let cg: Vec<String> = crate::helper::cgroup_dirs_of(inner_pid);
     assert!(
         !cg.is_empty(),
         "the namespaced presize did not run as pid {inner_pid}"
@@ -376,8 +373,6 @@ fn presize_in_another_pid_namespace_keeps_its_job_and_row() {
     assert_eq!(o.status.code(), Some(128 + libc::SIGTERM), "{}", stderr(&o));
     let row = &env.rows()[0];
     assert_eq!(row.outcome.as_deref(), Some("failed"));
-    assert!(crate::helper::cgroup_dirs("presize-")
-        .iter()
-        .all(|d| !d.contains(&format!("-{inner_pid}-"))));
+    assert!(crate::helper::cgroup_dirs_of(inner_pid).is_empty());
     assert_eq!(env.reservations(), 0);
 }

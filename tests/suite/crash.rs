@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::helper::{cgroup_dirs, cgroup_tests_can_run, process_gone, stderr, Env};
+use crate::helper::{cgroup_dirs_of, cgroup_tests_can_run, process_gone, stderr, Env};
 
 fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -51,9 +51,11 @@ fn kill_9_of_presize_leaves_nothing_behind_after_the_next_start() {
     });
     let (p1, p2) = (read_pid(&same_group).unwrap(), read_pid(&escaped).unwrap());
     let presize_pid = presize.id();
-    let prefix = format!("presize-{presize_pid}-");
     if cgroups {
-        assert!(!cgroup_dirs(&prefix).is_empty(), "the job has no cgroup");
+        assert!(
+            !cgroup_dirs_of(presize_pid).is_empty(),
+            "the job has no cgroup"
+        );
     }
     let held = env.reservations();
     assert_eq!(held, 1);
@@ -76,7 +78,11 @@ fn kill_9_of_presize_leaves_nothing_behind_after_the_next_start() {
         process_gone(p1) && (!cgroups || process_gone(p2))
     });
     if cgroups {
-        assert_eq!(cgroup_dirs(&prefix), Vec::<String>::new(), "cgroup left");
+        assert_eq!(
+            cgroup_dirs_of(presize_pid),
+            Vec::<String>::new(),
+            "cgroup left"
+        );
     } else {
         // Without a cgroup a setsid escapee cannot be found; clean up after the test.
         // SAFETY: plain kill(2).
@@ -315,22 +321,26 @@ fn disk_full_keeps_the_jobs_exit_code() {
     assert!(!err.contains("panicked"), "{err}");
     assert!(err.trim_end().lines().count() <= 1, "{err:?}");
     std::fs::remove_file(&fill).unwrap();
-    // Space is back: the next run works; the full-disk row is settled with the job's code
-    // or was reported as not recorded.
+    assert!(err.contains("is kept in"), "{err}");
+    // Space is back: the next run records the spooled result of the full-disk attempt.
     let o = run(&["-q", "--", "true"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let conn = rusqlite::Connection::open(&db).unwrap();
-    let (outcome, code): (Option<String>, Option<i64>) = conn
+    let (outcome, code, wall): (Option<String>, Option<i64>, Option<f64>) = conn
         .query_row(
-            "SELECT outcome, exit_code FROM resource_prediction WHERE id = 2",
+            "SELECT outcome, exit_code, actual_wall_s FROM resource_prediction WHERE id = 2",
             [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .unwrap();
-    assert!(
-        (outcome.as_deref() == Some("failed") && code == Some(3))
-            || err.contains("could not be recorded"),
-        "{outcome:?} {code:?} {err}"
-    );
-    assert!(outcome.is_some(), "row 2 left unsettled");
+    assert_eq!(outcome.as_deref(), Some("failed"), "{err}");
+    assert_eq!(code, Some(3));
+    assert!(wall.is_some(), "actuals lost");
+    let left: Vec<_> = std::fs::read_dir(&mnt)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".settle-"))
+        .collect();
+    assert!(left.is_empty(), "spool files left: {left:?}");
 }

@@ -65,7 +65,8 @@ fn hostile_job_keys_cannot_escape_the_cgroup_or_model_dir() {
     // Nothing was created from the key anywhere.
     assert!(!env.path("etc").exists() && !env.models.join("../../etc").exists());
     assert!(cgroup_dirs("etc").is_empty() && cgroup_dirs("b\n").is_empty());
-    // Cgroup names derive from numbers only: presize-<executor pid>-<row id>.
+    // Cgroup names derive from numbers only:
+    // presize-<pidns hex>-<executor pid>-<start ticks>-<random hex token>-<row id>.
     let names: Vec<Option<String>> = env
         .conn()
         .prepare("SELECT cgroup_name FROM resource_prediction")
@@ -77,7 +78,7 @@ fn hostile_job_keys_cannot_escape_the_cgroup_or_model_dir() {
     for n in names.into_iter().flatten() {
         let rest = n.strip_prefix("presize-").expect("prefix");
         assert!(
-            rest.chars().all(|c| c.is_ascii_digit() || c == '-'),
+            rest.chars().all(|c| c.is_ascii_hexdigit() || c == '-'),
             "cgroup name {n:?}"
         );
     }

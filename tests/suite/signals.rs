@@ -9,7 +9,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::helper::{cgroup_dirs, cgroup_tests_can_run, stderr, Env};
+use crate::helper::{cgroup_dirs_of, cgroup_tests_can_run, stderr, Env};
 
 const SIGNALS: [(i32, &str); 4] = [
     (libc::SIGINT, "INT"),
@@ -62,10 +62,7 @@ fn reservations(env: &Env, state: &str) -> i64 {
 
 /// Cgroup directories made by the presize process `pid`.
 fn cgroups_of(pid: u32) -> Vec<String> {
-    cgroup_dirs("presize-")
-        .into_iter()
-        .filter(|d| d.contains(&format!("-{pid}-")))
-        .collect()
+    cgroup_dirs_of(pid)
 }
 
 fn spawn(env: &Env, budget: &str, args: &[&str]) -> Child {
