@@ -83,13 +83,17 @@ impl Identity {
         })
     }
 
-    /// Cgroup name of one attempt: `presize-<pidns hex>-<pid>-<start>-<token>-<row>`.
+    /// Cgroup name of one attempt: `presize-<pid>-<start>-<pidns hex>-<token>-<row>`.
+    ///
+    /// The pid comes first because presize versions before the owner identity read the
+    /// first field as the owner's pid and kill the cgroup when that does not parse or is not
+    /// running: with our pid there, they leave our live jobs alone.
     pub fn cgroup_name(&self, row: i64) -> String {
         format!(
-            "{CGROUP_PREFIX}{:x}-{}-{}-{}-{row}",
-            self.pidns.unwrap_or(0),
+            "{CGROUP_PREFIX}{}-{}-{:x}-{}-{row}",
             self.pid,
             self.start_ticks.unwrap_or(0),
+            self.pidns.unwrap_or(0),
             self.token
         )
     }
@@ -110,7 +114,7 @@ pub struct CgroupOwner {
 pub fn parse_cgroup_name(name: &str) -> Option<CgroupOwner> {
     let rest = name.strip_prefix(CGROUP_PREFIX)?;
     let parts: Vec<&str> = rest.split('-').collect();
-    let [ns, pid, start, token, row] = parts.as_slice() else {
+    let [pid, start, ns, token, row] = parts.as_slice() else {
         return None;
     };
     if token.len() != 8 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {

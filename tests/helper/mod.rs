@@ -261,13 +261,13 @@ pub fn cgroup_dirs(prefix: &str) -> Vec<String> {
 }
 
 /// Cgroup directories made by the presize process `pid` (names
-/// `presize-<pidns hex>-<pid>-<start>-<token>-<row>`).
+/// `presize-<pid>-<start>-<pidns hex>-<token>-<row>`).
 pub fn cgroup_dirs_of(pid: u32) -> Vec<String> {
     cgroup_dirs("presize-")
         .into_iter()
         .filter(|d| {
             let name = d.rsplit('/').next().unwrap_or_default();
-            name.split('-').nth(2) == Some(pid.to_string().as_str())
+            name.split('-').nth(1) == Some(pid.to_string().as_str())
         })
         .collect()
 }

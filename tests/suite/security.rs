@@ -66,7 +66,7 @@ fn hostile_job_keys_cannot_escape_the_cgroup_or_model_dir() {
     assert!(!env.path("etc").exists() && !env.models.join("../../etc").exists());
     assert!(cgroup_dirs("etc").is_empty() && cgroup_dirs("b\n").is_empty());
     // Cgroup names derive from numbers only:
-    // presize-<pidns hex>-<executor pid>-<start ticks>-<random hex token>-<row id>.
+    // presize-<executor pid>-<start ticks>-<pidns hex>-<random hex token>-<row id>.
     let names: Vec<Option<String>> = env
         .conn()
         .prepare("SELECT cgroup_name FROM resource_prediction")

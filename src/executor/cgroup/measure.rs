@@ -100,4 +100,28 @@ mod tests {
         assert_eq!(v1_need("rss 100\nshmem 28\n"), Some(128));
         assert_eq!(v1_need("cache 5\n"), None);
     }
+
+    #[test]
+    fn files_are_read_by_version() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        std::fs::write(d.join("memory.stat"), "anon 100\nfile 900\nshmem 10\n").unwrap();
+        std::fs::write(
+            d.join("memory.events"),
+            "low 0\nhigh 0\nmax 4\noom 2\noom_kill 2\n",
+        )
+        .unwrap();
+        assert_eq!(need_bytes(d, true), Some(110));
+        assert_eq!(oom_kills(d, true), 2);
+        // v1 reads other keys and another file.
+        assert_eq!(need_bytes(d, false), None);
+        assert_eq!(oom_kills(d, false), 0);
+        std::fs::write(
+            d.join("memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n",
+        )
+        .unwrap();
+        assert_eq!(oom_kills(d, false), 3);
+        assert_eq!(need_bytes(Path::new("/nonexistent-presize"), true), None);
+    }
 }
