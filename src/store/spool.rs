@@ -4,7 +4,7 @@
 //! Before an attempt starts, [`Spool::reserve`] creates `<db>.settle-<row>` filled with
 //! [`SPOOL_BYTES`] zero bytes. If the settlement later fails, [`Spool::write`] overwrites those
 //! same bytes in place (no new blocks are needed, so it works on a full file system); on success
-//! [`Spool::discard`] removes the file. [`replay`] settles every filled spool file of a store.
+//! dropping the [`Spool`] removes the file. [`replay`] settles every filled spool file of a store.
 
 use std::fs::OpenOptions;
 use std::io::{Seek, SeekFrom, Write};
@@ -59,8 +59,9 @@ impl Spool {
             .truncate(true)
             .mode(0o600)
             .open(&path)?;
+        // Writing the bytes is what reserves them (also under delayed allocation, which
+        // reserves at write time); no fsync is needed until the file holds a settlement.
         f.write_all(&[0u8; SPOOL_BYTES])?;
-        f.sync_all()?;
         Ok(Spool {
             path,
             filled: false,
