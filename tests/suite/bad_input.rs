@@ -549,4 +549,18 @@ fn a_job_key_with_terminal_escapes_prints_inert() {
     assert_eq!(o.status.code(), Some(0), "{err}");
     assert!(!err.contains('\x1b') && !err.contains('\x07'), "{err:?}");
     assert!(err.contains("evil\\u{1b}]0;pwned"), "{err:?}");
+    let py = fixture("analysis.py").display().to_string();
+    for args in [
+        &["predict", "--job-key", key, &py][..],
+        &["stats", "--by", "job-key"][..],
+    ] {
+        let o = env.run(args);
+        let out = crate::helper::stdout(&o);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+        assert!(out.contains("evil"), "{args:?}: {out}");
+        assert!(
+            !out.contains('\x1b') && !out.contains('\x07'),
+            "{args:?}: {out:?}"
+        );
+    }
 }
