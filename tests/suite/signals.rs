@@ -185,35 +185,44 @@ fn a_signal_while_waiting_to_retry_stops_the_retry() {
         &["-q", "--memory-mb", "500", "--", "sleep", "60"],
     );
     wait_until("the blocker to start", 20, || env.first_started());
-    // Attempt 1 (300 MB) fits beside the blocker and is OOM-killed; the escalated retry does
-    // not fit and waits for admission.
-    let job = spawn(
-        &env,
-        "1000",
-        &[
-            "-q",
-            "--memory-mb",
-            "300",
-            "--",
-            "python3",
-            "-c",
-            "b = b'x' * (400 << 20)",
-        ],
-    );
-    let pid = job.id();
-    wait_until("the retry to queue", 60, || {
-        env.rows().len() == 3 && reservations(&env, "waiting") == 1
-    });
-    let rows = env.rows();
-    assert_eq!(rows[1].outcome.as_deref(), Some("oom_killed"));
-    kill(pid, libc::SIGINT);
-    let o = finish(job, 20);
-    assert_eq!(o.status.code(), Some(128 + libc::SIGINT), "{}", stderr(&o));
-    let retry = &env.rows()[2];
-    assert_eq!(retry.outcome.as_deref(), Some("failed"));
-    assert!(retry.started_at.is_none(), "the retry was started");
-    assert_eq!(reservations(&env, "waiting"), 0);
-    assert!(cgroups_of(pid).is_empty());
+    for (i, (sig, name)) in SIGNALS.into_iter().enumerate() {
+        // Attempt 1 (300 MB) fits beside the blocker and is OOM-killed; the escalated retry
+        // does not fit and waits for admission.
+        let job = spawn(
+            &env,
+            "1000",
+            &[
+                "-q",
+                "--memory-mb",
+                "300",
+                "--",
+                "python3",
+                "-c",
+                "b = b'x' * (400 << 20)",
+            ],
+        );
+        let pid = job.id();
+        let n = 1 + 2 * (i + 1);
+        wait_until("the retry to queue", 60, || {
+            env.rows().len() == n && reservations(&env, "waiting") == 1
+        });
+        let rows = env.rows();
+        assert_eq!(rows[n - 2].outcome.as_deref(), Some("oom_killed"), "{name}");
+        kill(pid, sig);
+        let o = finish(job, 20);
+        assert_eq!(o.status.code(), Some(128 + sig), "{name}: {}", stderr(&o));
+        let (outcome, signal, settled) = outcome_and_signal(&env, rows[n - 1].id);
+        assert_eq!(outcome.as_deref(), Some("failed"), "{name}");
+        assert_eq!(signal, Some(i64::from(sig)), "{name}");
+        assert!(settled.is_some(), "{name}");
+        assert!(
+            env.rows()[n - 1].started_at.is_none(),
+            "{name}: the retry was started"
+        );
+        assert_eq!(env.rows().len(), n, "{name}: another attempt");
+        assert_eq!(reservations(&env, "waiting"), 0, "{name}");
+        assert!(cgroups_of(pid).is_empty(), "{name}");
+    }
     kill(blocker.id(), libc::SIGTERM);
     finish(blocker, 30);
     assert_eq!(env.reservations(), 0);
