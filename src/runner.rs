@@ -423,7 +423,12 @@ pub fn run(
         .map(executor::user::RunAs::resolve)
         .transpose()
         .map_err(executor::ExecError::from)?;
-    let exec = Executor::new(settings.file.executor.cgroup)?;
+    let exec = Executor::with_v2_options(
+        settings.file.executor.cgroup,
+        &executor::cgroup::V2Options {
+            move_peers: settings.file.executor.v2_move_peers,
+        },
+    )?;
     let mut store = settings.open_store()?;
     recover_orphans(&mut store, &exec)?;
     crate::slurm::settle_at_start(&mut store, settings, &mut progress);
