@@ -112,7 +112,7 @@ echo "== boot (qemu TCG, 2 cpus, 1 GiB)"
 log=$work/serial.log
 start=$(date +%s)
 set +e
-timeout 300 qemu-system-x86_64 -accel tcg -m 1024 -smp 2 -kernel "$kdir/vmlinuz" \
+timeout 300 qemu-system-x86_64 -accel tcg -m 1024 -smp "${VM_CPUS:-2}" -nic none -kernel "$kdir/vmlinuz" \
   -initrd "$work/initrd.gz" -append "console=ttyS0 quiet panic=-1" \
   -drive "file=$work/disk.img,format=raw,if=virtio" \
   -nographic -no-reboot -monitor none </dev/null 2>&1 | tr -d '\r' | tee "$log"

@@ -34,12 +34,13 @@ PASSED=0
 FAILED=0
 # result NAME OK DETAIL: OK is 0 for pass.
 result() {
+  read -r up _ </proc/uptime
   if [ "$2" = 0 ]; then
     PASSED=$((PASSED + 1))
-    echo "VMRESULT $1 PASS $3"
+    echo "VMRESULT $1 PASS [guest uptime ${up}s] $3"
   else
     FAILED=$((FAILED + 1))
-    echo "VMRESULT $1 FAIL $3"
+    echo "VMRESULT $1 FAIL [guest uptime ${up}s] $3"
   fi
 }
 # show FILE: a scenario's output, indented.
@@ -144,13 +145,13 @@ show /tmp/s3/out
 # (the "peak" of the attempt line) and what the kernel reports at the end of the job.
 cat >/tmp/writer.sh <<'EOF'
 while read -r l; do case $l in 0::*) cg=/sys/fs/cgroup${l#0::} ;; esac; done </proc/self/cgroup
-dd if=/dev/zero of=/mnt/disk/big.$1 bs=1M count=200 2>/dev/null && sync
+dd if=/dev/zero of=/mnt/disk/big.$1 bs=1M count=128 2>/dev/null && sync
 read -r peak <"$cg/memory.peak"
 while read -r k v; do case $k in anon) anon=$v ;; file) file=$v ;; esac; done <"$cg/memory.stat"
 echo "memory.peak=$((peak / 1048576)) MiB; at the end: anon=$((anon / 1048576)) MiB file=$((file / 1048576)) MiB"
 rm -f /mnt/disk/big.$1
 EOF
-for cap in 64 600; do
+for cap in 64 400; do
   fresh s4-$cap </dev/null
   d=$(unit s4-$cap.service)
   in_cgroup "$d" presize run --memory-mb $cap --timeout 300 -- sh /tmp/writer.sh $cap >/tmp/s4-$cap/out 2>&1
@@ -159,7 +160,7 @@ for cap in 64 600; do
   kpeak=$(sed -n 's/.*memory.peak=\([0-9]*\) MiB.*/\1/p' /tmp/s4-$cap/out)
   ok=1
   [ $rc = 0 ] && [ -n "$kpeak" ] && [ "$kpeak" -le $cap ] && has /tmp/s4-$cap/out "attempt 1: ok" "(cgroup-v2)" && ok=0
-  result page_cache_cap_$cap $ok "exit $rc; 200 MiB written to ext4 under a $cap MB cap: row records peak ${row:-?} MB, kernel memory.peak ${kpeak:-?} MiB"
+  result page_cache_cap_$cap $ok "exit $rc; 128 MiB written to ext4 under a $cap MB cap: row records peak ${row:-?} MB, kernel memory.peak ${kpeak:-?} MiB"
   show /tmp/s4-$cap/out
 done
 
@@ -198,6 +199,20 @@ ok=1
 has /tmp/s5b/out "not marked delegated" "backend none" "presize exit 0" "sleeper in /system.slice/plain.service" && ok=0
 result shared_cgroup_unmarked $ok "same layout without the mark: nothing moved, none backend with the reason"
 show /tmp/s5b/out
+
+# ... and with v2_move_peers = "always" (manual delegation, no systemd): moved, enforced.
+fresh s5c <<'EOF'
+[policy]
+max_attempts = 1
+[executor]
+v2_move_peers = "always"
+EOF
+d=$(unit plain2.service)
+in_cgroup "$d" sh -c 'sleep 1006 & s=$!; presize run --memory-mb 50 --timeout 60 -- dd if=/dev/zero of=/dev/null bs=100M count=1; echo "presize exit $?"; echo "sleeper in $(sed -n "s/^0:://p" /proc/$s/cgroup)"; kill $s' >/tmp/s5c/out 2>&1
+ok=1
+has /tmp/s5c/out "backend cgroup-v2" "presize exit 137" "sleeper in /system.slice/plain2.service/supervisor" && ok=0
+result shared_cgroup_always $ok "unmarked cgroup, v2_move_peers = \"always\": peer moved, 50 MB cap enforced"
+show /tmp/s5c/out
 
 # --- 6. a user without root in a cgroup delegated to them ---------------------------------
 # systemd: user-1000.slice/user@1000.service is chowned to the user (Delegate=yes); the user
