@@ -7,7 +7,7 @@
 //! The kernel refuses `+memory` on `<base>` while any process is still in it (no internal
 //! processes). When other processes share `<base>` with presize — a worker daemon that calls
 //! `presize run` — they are moved into `supervisor` too, if [`MovePeers`] allows it and `<base>`
-//! belongs to this user; otherwise detection fails and the caller falls back to no cgroup.
+//! belongs to this user; otherwise detection fails (auto detection then uses no cgroup).
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -37,8 +37,8 @@ const MOVE_ROUNDS: u32 = 100;
 const DELEGATE_XATTRS: [&str; 2] = ["trusted.delegate", "user.delegate"];
 
 /// Whether presize may move other processes out of its delegated cgroup into `supervisor`
-/// (config `[executor] v2_move_peers`). Whatever the mode, a cgroup whose directory is not
-/// owned by presize's effective uid is never changed.
+/// (config `[executor] v2_move_peers`). Whatever the mode, no process is moved out of a cgroup
+/// whose directory (or its `cgroup.procs`) is not owned by presize's effective uid.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MovePeers {
@@ -1023,12 +1023,12 @@ mod tests {
     fn exited_peer_is_skipped_and_refused_move_is_undone() {
         let (fake, svc) = delegated(Options::default(), &["memory"]);
         mark_delegated(&svc);
-        // ESRCH: exited between read and move. The fake keeps listing it, as a zombie
-        // would be, so detection must still give up with a reason rather than loop forever.
         fake.write(
             &svc.join("cgroup.procs"),
             &format!("900008\n900009\n{}\n", me()),
         );
+        // EACCES (e.g. another user's process): detection fails and 900008, already moved,
+        // goes back.
         fake.refuse_move(900009, libc::EACCES);
         let b = detect(&fake, SVC);
         let why = b.why_none().unwrap_or_default().to_string();
@@ -1042,6 +1042,8 @@ mod tests {
         assert_eq!(fake.read(&svc.join("cgroup.subtree_control")), "\n");
         assert!(!svc.join("supervisor").exists());
 
+        // ESRCH (exited between the read and the move) is not an error; the fake keeps
+        // listing the pid, so detection must give up after MOVE_ROUNDS, not loop forever.
         fake.write(&svc.join("cgroup.procs"), &format!("900010\n{}\n", me()));
         fake.refuse_move(900010, libc::ESRCH);
         let b = detect(&fake, SVC);
