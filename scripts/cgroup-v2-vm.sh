@@ -53,10 +53,18 @@ kdir=$(find "$cache" -maxdepth 1 -type d -name 'kernel-*' | sort | tail -n 1)
 if [ -z "$kdir" ] || [ ! -f "$kdir/vmlinuz" ]; then
   echo "== apt-get download linux-image-cloud-amd64"
   dl=$(mktemp -d "$cache/dl.XXXXXX")
-  (cd "$dl" && apt-get download -q linux-image-cloud-amd64 >/dev/null 2>&1)
+  (cd "$dl" && apt-get download -q linux-image-cloud-amd64 >"$dl/apt.log" 2>&1) || {
+    cat "$dl/apt.log"
+    echo "cgroup-v2-vm: apt-get download linux-image-cloud-amd64 failed (see above)" >&2
+    exit 1
+  }
   meta=$(ls "$dl"/linux-image-cloud-amd64_*.deb)
   pkg=$(dpkg-deb -f "$meta" Depends | grep -o 'linux-image-[0-9][^ ,]*-cloud-amd64' | head -n 1)
-  (cd "$dl" && apt-get download -q "$pkg" >/dev/null 2>&1)
+  (cd "$dl" && apt-get download -q "$pkg" >"$dl/apt.log" 2>&1) || {
+    cat "$dl/apt.log"
+    echo "cgroup-v2-vm: apt-get download $pkg failed (see above)" >&2
+    exit 1
+  }
   ver=${pkg#linux-image-}
   kdir=$cache/kernel-$ver
   mkdir -p "$kdir/modules"
