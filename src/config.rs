@@ -71,6 +71,8 @@ pub struct ExecutorConfig {
     pub cgroup: CgroupChoice,
     /// Maximum number of tasks in a job's cgroup (stops fork bombs); 0 = no limit.
     pub pids_max: u64,
+    /// cgroup v2: move other processes sharing presize's delegated cgroup into `supervisor`.
+    pub v2_move_peers: crate::executor::cgroup::MovePeers,
 }
 
 impl Default for ExecutorConfig {
@@ -79,6 +81,7 @@ impl Default for ExecutorConfig {
             backend: BackendChoice::Local,
             cgroup: CgroupChoice::Auto,
             pids_max: 4096,
+            v2_move_peers: Default::default(),
         }
     }
 }

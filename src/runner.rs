@@ -447,7 +447,12 @@ pub fn run(
     executor::resolve_program_for(program, run_as.as_ref())?;
     // From here on SIGINT/TERM/HUP/QUIT settle the row and free the reservation in every phase.
     executor::signals::install().map_err(executor::ExecError::Runtime)?;
-    let exec = Executor::new(settings.file.executor.cgroup)?;
+    let exec = Executor::with_v2_options(
+        settings.file.executor.cgroup,
+        &executor::cgroup::V2Options {
+            move_peers: settings.file.executor.v2_move_peers,
+        },
+    )?;
     let mut store = settings.open_store()?;
     recover_orphans(&mut store, &exec)?;
     crate::slurm::settle_at_start(&mut store, settings, &mut progress);

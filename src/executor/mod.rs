@@ -265,9 +265,17 @@ fn tv_secs(tv: libc::timeval) -> f64 {
 impl Executor {
     /// An executor with the configured cgroup backend (`auto` detects).
     pub fn new(choice: CgroupChoice) -> Result<Self, ExecError> {
+        Self::with_v2_options(choice, &cgroup::V2Options::default())
+    }
+
+    /// [`Executor::new`] with the v2 options of `[executor]` (`v2_move_peers`).
+    pub fn with_v2_options(
+        choice: CgroupChoice,
+        v2: &cgroup::V2Options,
+    ) -> Result<Self, ExecError> {
         let backend = match choice {
-            CgroupChoice::Auto => Backend::detect(),
-            CgroupChoice::V2 => Backend::from_kind(CgroupKind::V2)?,
+            CgroupChoice::Auto => Backend::detect_with(v2),
+            CgroupChoice::V2 => Backend::from_kind_with(CgroupKind::V2, v2)?,
             CgroupChoice::V1 => Backend::from_kind(CgroupKind::V1)?,
             CgroupChoice::None => Backend::from_kind(CgroupKind::None)?,
         };
