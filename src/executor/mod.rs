@@ -92,8 +92,8 @@ pub struct Actuals {
     pub cpu_s: Option<f64>,
     /// What the job needed, MiB: the peak of non-reclaimable memory (anon + shmem, and
     /// unreclaimable kernel memory on v2; never page cache) sampled from the cgroup while it
-    /// ran, at least the largest process's maxrss, and at least the cap when it was OOM-killed.
-    /// Without a cgroup: the largest process's maxrss.
+    /// ran, at least the largest process's maxrss, at most the charged peak; the charged peak
+    /// (the cap) when it was OOM-killed. Without a cgroup: the largest process's maxrss.
     pub peak_rss_mb: Option<f64>,
     /// The cgroup's charged peak (page cache included), MiB; `None` without a cgroup.
     pub charged_peak_mb: Option<f64>,
@@ -528,11 +528,13 @@ impl Executor {
         let peak_rss_mb = match (need_peak.get(), charged_peak_mb) {
             (Some(need), charged) => {
                 let need = mib(need).max(rusage_maxrss_mb);
-                if outcome == Outcome::OomKilled {
-                    // It needed at least what it was allowed.
-                    need.max(charged.unwrap_or(0.0))
-                } else {
-                    need
+                match charged {
+                    // It needed more than it was allowed; the charged peak (the cap) is the
+                    // best known lower bound (memory.stat may lag behind the kill).
+                    Some(c) if outcome == Outcome::OomKilled => c,
+                    // Non-reclaimable memory is part of the charge: a larger sum is stat lag.
+                    Some(c) => need.min(c),
+                    None => need,
                 }
             }
             // A cgroup without memory.stat: the charged peak is all there is.
