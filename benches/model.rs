@@ -10,7 +10,6 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use ndarray::{Array1, Array2};
 use presize::features::{Catalog, FeatureVector, Schema};
 use presize::job::Outcome;
-use presize::model::allocate::AllocConfig;
 use presize::model::gbt::GbtParams;
 use presize::model::trained::{TrainConfig, TrainedModel, TrainingRow};
 use presize::replay;
@@ -101,7 +100,7 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 replay::replay_files(
                     std::slice::from_ref(&path),
-                    &AllocConfig::default(),
+                    &presize::Policy::default(),
                     &mut |_, _| {},
                 )
                 .expect("replay")

@@ -297,7 +297,9 @@ impl<'a> Sizer<'a> {
             why.push(f.to_string());
         } else if !ev.novelty.is_empty() {
             why.push(format!("novel to the model: {}", ev.novelty.join(", ")));
-        } else if !(ev.prediction.confidence >= p.confidence_threshold) {
+        } else if ev.prediction.confidence.is_nan()
+            || ev.prediction.confidence < p.confidence_threshold
+        {
             why.push(format!(
                 "model confidence {:.2} below {:.2}",
                 ev.prediction.confidence, p.confidence_threshold
@@ -631,7 +633,7 @@ impl<'a> Sizer<'a> {
 /// Draws from a point prediction and its calibrated 95 % upper bound: the log residual
 /// spread σ = ln(upper / point) / 1.645, at eleven normal quantiles.
 fn model_draws(point: f64, upper: f64) -> Vec<Draw> {
-    if !(point > 0.0) {
+    if point.is_nan() || point <= 0.0 {
         return Vec::new();
     }
     let sigma = if upper > point {
