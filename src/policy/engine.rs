@@ -12,7 +12,7 @@
 //!   × `timeout_margin` for the timeout. This tightens limits from the third run on,
 //!   without a retrain.
 //! - **model**: too few runs of the key, but the trained model has seen jobs like this one
-//!   ([`crate::model::Novelty`] is empty) and its live coverage holds → the cost-aware
+//!   ([`crate::model::Predictor::novelty`] is empty) and its live coverage holds → the cost-aware
 //!   choice over the model's predictive distribution (point × the calibrated log
 //!   residual spread), not a fixed multiple of the point.
 //! - **novel**: anything else (no trained model, a runtime, heavy library, script or input
