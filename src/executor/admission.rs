@@ -28,6 +28,8 @@ pub enum AdmissionError {
         memory_mb: u64,
         budget_mb: u64,
     },
+    #[error(transparent)]
+    Burst(#[from] super::burst::BurstError),
 }
 
 fn db(what: &'static str) -> impl FnOnce(rusqlite::Error) -> AdmissionError {
@@ -41,6 +43,8 @@ pub struct AdmissionConfig {
     /// Sum of caps may reach `burst_factor` × budget while the sum of predicted peaks stays
     /// within the budget. 1.0 = off.
     pub burst_factor: f64,
+    /// The automatic burst rule (`None` = off); a burst in force raises the factor above.
+    pub auto_burst: Option<super::burst::AutoBurst>,
     /// Give up waiting after this long (`None` = wait forever).
     pub queue_timeout: Option<Duration>,
     /// How often to look again while waiting.
@@ -206,10 +210,21 @@ impl<'c> Admission<'c> {
             .map_err(db("reading a reservation"))?;
         let budget = self.cfg.budget_mb as f64;
         let caps = running_mb as f64 + memory_mb as f64;
+        let burst_factor = super::burst::factor_in_force(
+            &tx,
+            &self.host,
+            self.cfg.burst_factor,
+            self.cfg.auto_burst.as_ref(),
+            super::burst::Demand {
+                id,
+                caps_mb: caps,
+                budget_mb: budget,
+            },
+        )?;
         let fits = n_running == 0
             || caps <= budget
-            || (self.cfg.burst_factor > 1.0
-                && caps <= budget * self.cfg.burst_factor
+            || (burst_factor > 1.0
+                && caps <= budget * burst_factor
                 && running_pred + my_pred <= budget);
         if fits {
             tx.execute(
