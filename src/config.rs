@@ -137,13 +137,12 @@ impl AdmissionSection {
 
     /// The automatic burst rule, when `auto_burst` is on.
     pub fn auto_burst_rule(&self) -> Option<crate::executor::burst::AutoBurst> {
-        self.auto_burst
-            .then(|| crate::executor::burst::AutoBurst {
-                factor: self.auto_burst_factor,
-                max_duration: std::time::Duration::from_secs(self.auto_burst_max_s),
-                cool_down: std::time::Duration::from_secs(self.auto_burst_cool_down_s),
-                after_wait: std::time::Duration::from_secs(self.auto_burst_after_s),
-            })
+        self.auto_burst.then(|| crate::executor::burst::AutoBurst {
+            factor: self.auto_burst_factor,
+            max_duration: std::time::Duration::from_secs(self.auto_burst_max_s),
+            cool_down: std::time::Duration::from_secs(self.auto_burst_cool_down_s),
+            after_wait: std::time::Duration::from_secs(self.auto_burst_after_s),
+        })
     }
 }
 

@@ -365,12 +365,7 @@ pub fn forecast(
         None => None,
     };
     let learned = Learned {
-        profile: learn::profile_jobs(
-            store,
-            now,
-            opts.horizon_hours,
-            &opts.config.maintenance(),
-        )?,
+        profile: learn::profile_jobs(store, now, opts.horizon_hours, &opts.config.maintenance())?,
         events: event_effects(&opts.config, now, opts.horizon_hours),
         scored: learn::scored(store, opts.horizon_hours, now)?,
         price_per_gbh: opts.config.price_per_gbh,
@@ -646,7 +641,13 @@ pub fn compute(
     let compared: Vec<(f64, f64, f64)> = learned
         .scored
         .iter()
-        .filter_map(|s| Some((s.figure(METHOD_TREND)?, s.figure(METHOD_PROFILE)?, s.actual_jobs)))
+        .filter_map(|s| {
+            Some((
+                s.figure(METHOD_TREND)?,
+                s.figure(METHOD_PROFILE)?,
+                s.actual_jobs,
+            ))
+        })
         .collect();
     let method = match profile_jobs {
         None => METHOD_TREND,
@@ -864,7 +865,9 @@ pub fn compute(
         let start = humantime::parse_rfc3339_weak(&e.start).ok();
         let now_t = humantime::parse_rfc3339_weak(recent_bounds.1).ok();
         let ahead = match (start, now_t) {
-            (Some(s), Some(n)) => s.duration_since(n).map_or(0.0, |d| d.as_secs_f64() / 3600.0),
+            (Some(s), Some(n)) => s
+                .duration_since(n)
+                .map_or(0.0, |d| d.as_secs_f64() / 3600.0),
             _ => 0.0,
         };
         let u = if ahead <= 1.0 {
@@ -1166,7 +1169,11 @@ pub struct MultiForecast {
 
 /// Several horizons as Markdown: a summary table, then each forecast.
 pub fn markdown_multi(m: &MultiForecast) -> String {
-    let mut s = format!("# presize forecast — {} horizons from {}\n\n", m.forecasts.len(), m.now);
+    let mut s = format!(
+        "# presize forecast — {} horizons from {}\n\n",
+        m.forecasts.len(),
+        m.now
+    );
     s += "| horizon | method | jobs (interval) | GB·h | peak MB | risk | capacity |\n|---|---|---|---:|---:|---:|---|\n";
     for f in &m.forecasts {
         s += &format!(
@@ -1184,7 +1191,9 @@ pub fn markdown_multi(m: &MultiForecast) -> String {
     }
     for f in &m.forecasts {
         s += "\n";
-        s += &markdown(f).replacen("# ", "## ", 1).replace("\n## ", "\n### ");
+        s += &markdown(f)
+            .replacen("# ", "## ", 1)
+            .replace("\n## ", "\n### ");
     }
     s
 }

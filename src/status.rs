@@ -134,7 +134,11 @@ fn since(t: &str, now: SystemTime) -> f64 {
 }
 
 /// Read the status of `opts.host` at `now`.
-pub fn read(store: &Store, now: SystemTime, opts: &StatusOptions<'_>) -> Result<Status, StatusError> {
+pub fn read(
+    store: &Store,
+    now: SystemTime,
+    opts: &StatusOptions<'_>,
+) -> Result<Status, StatusError> {
     let conn = store.conn();
     let now_s = rfc3339(now);
     let mut res_st = conn
@@ -152,7 +156,17 @@ pub fn read(store: &Store, now: SystemTime, opts: &StatusOptions<'_>) -> Result<
         )
         .map_err(db("reading a job row"))?;
     let mut read_state = |state: &str| -> Result<Vec<JobStatus>, StatusError> {
-        type Res = (i64, Option<i64>, i64, Option<i64>, i64, f64, i64, String, Option<String>);
+        type Res = (
+            i64,
+            Option<i64>,
+            i64,
+            Option<i64>,
+            i64,
+            f64,
+            i64,
+            String,
+            Option<String>,
+        );
         let held: Vec<Res> = res_st
             .query_map(params![opts.host, state], |r| {
                 Ok((
@@ -251,7 +265,9 @@ pub fn read(store: &Store, now: SystemTime, opts: &StatusOptions<'_>) -> Result<
         .map_err(db("reading the model registry"))?
         .unwrap_or((None, None));
     let last_retrain: Option<String> = conn
-        .query_row("SELECT max(trained_at) FROM model_version", [], |r| r.get(0))
+        .query_row("SELECT max(trained_at) FROM model_version", [], |r| {
+            r.get(0)
+        })
         .map_err(db("reading the model registry"))?;
     let current = crate::model::current_model_path(opts.model_dir);
     let current_file = current

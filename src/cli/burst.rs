@@ -16,7 +16,12 @@ pub struct Args {
     #[arg(long, value_name = "F", requires = "duration", conflicts_with = "off")]
     pub factor: Option<f64>,
     /// How long (e.g. 90s, 15m, 2h); the burst ends by itself then.
-    #[arg(long = "for", value_name = "DURATION", requires = "factor", conflicts_with = "off")]
+    #[arg(
+        long = "for",
+        value_name = "DURATION",
+        requires = "factor",
+        conflicts_with = "off"
+    )]
     pub duration: Option<String>,
     /// End the burst in force now.
     #[arg(long)]
@@ -103,7 +108,11 @@ pub fn execute(args: Args) -> Result<i32, Error> {
     let mut t = match (&view.active, change) {
         (Some(b), _) => format!(
             "burst {}: ×{:.2} on {} until {} ({} by {}: {})\n",
-            if change == "started" { "started" } else { "in force" },
+            if change == "started" {
+                "started"
+            } else {
+                "in force"
+            },
             b.factor,
             view.host,
             b.until,

@@ -53,7 +53,8 @@ pub fn execute(args: Args) -> Result<i32, Error> {
         dry_run: settings.dry_run,
         model_dir: &settings.model_dir,
     };
-    let read = || status::read(&store, SystemTime::now(), &opts).map_err(|e| Error::Io(e.to_string()));
+    let read =
+        || status::read(&store, SystemTime::now(), &opts).map_err(|e| Error::Io(e.to_string()));
     if !args.watch {
         let s = read()?;
         if args.json {

@@ -76,8 +76,7 @@ impl BurstRecord {
     }
 }
 
-const COLUMNS: &str =
-    "id, host, factor, source, who, why, started_at, until, ended_at, end_reason";
+const COLUMNS: &str = "id, host, factor, source, who, why, started_at, until, ended_at, end_reason";
 
 fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BurstRecord> {
     Ok(BurstRecord {
@@ -95,11 +94,7 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BurstRecord> {
 }
 
 /// The burst in force on `host` at `now` (RFC 3339 as written by [`rfc3339`]), if any.
-pub fn active(
-    conn: &Connection,
-    host: &str,
-    now: &str,
-) -> Result<Option<BurstRecord>, BurstError> {
+pub fn active(conn: &Connection, host: &str, now: &str) -> Result<Option<BurstRecord>, BurstError> {
     conn.query_row(
         &format!(
             "SELECT {COLUMNS} FROM burst WHERE host = ?1 AND until > ?2 AND ended_at IS NULL

@@ -282,7 +282,9 @@ pub fn accuracy_of(horizon_hours: f64, rows: &[Scored], nominal: f64) -> Option<
         horizon_hours,
         scored: rows.len(),
         jobs_mae: mean(&|r| (r.predicted_jobs - r.actual_jobs).abs()),
-        jobs_rel_error: mean(&|r| (r.predicted_jobs - r.actual_jobs).abs() / r.actual_jobs.max(1.0)),
+        jobs_rel_error: mean(&|r| {
+            (r.predicted_jobs - r.actual_jobs).abs() / r.actual_jobs.max(1.0)
+        }),
         gbh_rel_error: mean(&|r| (r.predicted_gbh - r.actual_gbh).abs() / r.actual_gbh.max(1.0)),
         interval_coverage: rows.iter().filter(|r| within(r)).count() as f64 / n,
         scored_interval_coverage: (!from_scores.is_empty()).then(|| {
@@ -290,8 +292,7 @@ pub fn accuracy_of(horizon_hours: f64, rows: &[Scored], nominal: f64) -> Option<
         }),
         nominal,
         trend_mae: (m > 0.0).then(|| both.iter().map(|(t, _, a)| (t - a).abs()).sum::<f64>() / m),
-        profile_mae: (m > 0.0)
-            .then(|| both.iter().map(|(_, p, a)| (p - a).abs()).sum::<f64>() / m),
+        profile_mae: (m > 0.0).then(|| both.iter().map(|(_, p, a)| (p - a).abs()).sum::<f64>() / m),
         compared: both.len(),
     })
 }
@@ -326,23 +327,22 @@ pub fn accuracy(
     Ok(out)
 }
 
-/// Log-ratio errors ln((actual + 1) / (figure + 1)) of `method` over scored forecasts.
+/// Errors of `method` over scored forecasts on the square-root scale, √actual − √figure:
+/// for Poisson-like counts their spread hardly depends on the level, so errors made at busy
+/// and quiet times can be pooled.
 pub fn residuals(rows: &[Scored], method: &str) -> Vec<f64> {
     rows.iter()
-        .filter_map(|r| Some(((r.actual_jobs + 1.0) / (r.figure(method)? + 1.0)).ln()))
+        .filter_map(|r| Some(r.actual_jobs.max(0.0).sqrt() - r.figure(method)?.max(0.0).sqrt()))
         .filter(|x| x.is_finite())
         .collect()
 }
 
-/// Empirical quantile (linear interpolation) of sorted values.
-fn quantile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
+/// The `k`-th smallest (1-based, clamped to the range) of sorted values.
+fn order_stat(sorted: &[f64], k: usize) -> f64 {
+    match sorted.len() {
+        0 => 0.0,
+        n => sorted[k.clamp(1, n) - 1],
     }
-    let pos = p.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
-    let (i, f) = (pos.floor() as usize, pos.fract());
-    let j = (i + 1).min(sorted.len() - 1);
-    sorted[i] + f * (sorted[j] - sorted[i])
 }
 
 /// Standard normal CDF (Abramowitz & Stegun 7.1.26, |error| < 1.5e-7).
@@ -375,12 +375,14 @@ pub fn normal_quantile(p: f64) -> f64 {
     0.5 * (lo + hi)
 }
 
-/// How a job-count figure is spread: its errors so far, or a count variance.
+/// How a job-count figure is spread, on the square-root scale: its errors so far, or a
+/// count variance.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Spread {
-    /// Sorted log-ratio errors of past forecasts (at least [`MIN_SCORED`]).
+    /// Sorted errors √actual − √figure of past forecasts (at least [`MIN_SCORED`]).
     Scored(Vec<f64>),
-    /// Variance of (figure − actual) per expected job, for Poisson counts.
+    /// Variance of (figure − actual) per expected job, for Poisson counts; on the
+    /// square-root scale its standard deviation is √var_per_job / 2.
     Model { var_per_job: f64 },
 }
 
@@ -395,21 +397,30 @@ impl Spread {
         }
     }
 
-    /// The interval of nominal coverage `c` around `jobs`.
+    /// The interval of nominal coverage `c` around `jobs`. From scored errors: the
+    /// split-conformal order statistics ⌊(n+1)(1−c)/2⌋ and ⌈(n+1)(1+c)/2⌉ (the extremes
+    /// while n is small), so the coverage holds for exchangeable errors.
     pub fn interval(&self, jobs: f64, c: f64) -> Interval {
+        let root = jobs.max(0.0).sqrt();
+        let back = |e: f64| (root + e).max(0.0).powi(2);
         match self {
-            Spread::Scored(r) => Interval {
-                lo: ((jobs + 1.0) * quantile(r, (1.0 - c) / 2.0).exp() - 1.0).max(0.0),
-                hi: ((jobs + 1.0) * quantile(r, (1.0 + c) / 2.0).exp() - 1.0).max(0.0),
-                nominal: c,
-                source: "scored",
-            },
-            Spread::Model { var_per_job } => {
-                let sd = (var_per_job * jobs.max(1.0)).sqrt();
-                let z = normal_quantile((1.0 + c) / 2.0);
+            Spread::Scored(r) => {
+                let n1 = (r.len() + 1) as f64;
+                let k_lo = (n1 * (1.0 - c) / 2.0).floor() as usize;
+                let k_hi = (n1 * (1.0 + c) / 2.0).ceil() as usize;
                 Interval {
-                    lo: (jobs - z * sd).max(0.0),
-                    hi: jobs + z * sd,
+                    lo: back(order_stat(r, k_lo)),
+                    hi: back(order_stat(r, k_hi)),
+                    nominal: c,
+                    source: "scored",
+                }
+            }
+            Spread::Model { var_per_job } => {
+                let z = normal_quantile((1.0 + c) / 2.0);
+                let sd = var_per_job.sqrt() / 2.0;
+                Interval {
+                    lo: back(-z * sd),
+                    hi: back(z * sd),
                     nominal: c,
                     source: "model",
                 }
@@ -419,17 +430,18 @@ impl Spread {
 
     /// Probability that the realised job count exceeds `threshold`.
     pub fn p_exceed(&self, jobs: f64, threshold: f64) -> f64 {
+        let root = jobs.max(0.0).sqrt();
         match self {
             Spread::Scored(r) => {
                 let over = r
                     .iter()
-                    .filter(|e| (jobs + 1.0) * e.exp() - 1.0 > threshold)
+                    .filter(|e| (root + *e).max(0.0).powi(2) > threshold)
                     .count();
                 over as f64 / r.len() as f64
             }
             Spread::Model { var_per_job } => {
-                let sd = (var_per_job * jobs.max(1.0)).sqrt();
-                1.0 - normal_cdf((threshold - jobs) / sd)
+                let sd = var_per_job.sqrt() / 2.0;
+                1.0 - normal_cdf((threshold.max(0.0).sqrt() - root) / sd)
             }
         }
     }
@@ -518,14 +530,18 @@ mod tests {
     fn spreads_give_ordered_intervals_and_risks() {
         let m = Spread::new(vec![0.0; 3], 1.0);
         assert!(matches!(m, Spread::Model { .. }));
+        // √100 ± 1.2816 × ½ → (10 ± 0.6408)².
         let i = m.interval(100.0, 0.8);
-        assert!((i.hi - 100.0 - 12.8155).abs() < 1e-3 && i.lo < 100.0, "{i:?}");
+        assert!((i.hi - 10.6408f64.powi(2)).abs() < 1e-2, "{i:?}");
+        assert!((i.lo - 9.3592f64.powi(2)).abs() < 1e-2, "{i:?}");
         assert!((m.p_exceed(100.0, 100.0) - 0.5).abs() < 1e-6);
-        let s = Spread::new((0..10).map(|k| (k as f64 - 4.5) / 10.0).collect(), 1.0);
+        // 19 errors −0.9 … 0.9: (n+1)·0.1 = 2nd and (n+1)·0.9 = 18th smallest.
+        let s = Spread::new((0..19).map(|k| (k as f64 - 9.0) / 10.0).collect(), 1.0);
         let i = s.interval(9.0, 0.8);
         assert_eq!(i.source, "scored");
-        assert!(i.lo < 9.0 && i.hi > 9.0);
-        assert!((s.p_exceed(9.0, 9.0) - 0.5).abs() < 1e-9);
+        assert!((i.lo - 2.2f64.powi(2)).abs() < 1e-9, "{i:?}");
+        assert!((i.hi - 3.8f64.powi(2)).abs() < 1e-9, "{i:?}");
+        assert!((s.p_exceed(9.0, 9.0) - 9.0 / 19.0).abs() < 1e-9);
         assert_eq!(s.p_exceed(9.0, 1e9), 0.0);
     }
 }

@@ -4,6 +4,7 @@ mod cgroups;
 mod concurrency;
 mod crash;
 mod forecast;
+mod forecast_learn;
 mod ops;
 mod policy_props;
 mod predict;

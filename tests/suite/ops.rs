@@ -26,11 +26,17 @@ fn count(env: &Env, sql: &str) -> i64 {
 }
 
 fn running(env: &Env) -> i64 {
-    count(env, "SELECT count(*) FROM reservation WHERE state = 'running'")
+    count(
+        env,
+        "SELECT count(*) FROM reservation WHERE state = 'running'",
+    )
 }
 
 fn waiting(env: &Env) -> i64 {
-    count(env, "SELECT count(*) FROM reservation WHERE state = 'waiting'")
+    count(
+        env,
+        "SELECT count(*) FROM reservation WHERE state = 'waiting'",
+    )
 }
 
 fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
@@ -78,7 +84,9 @@ fn forced_burst_admits_a_waiting_job_then_expires() {
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(running(&env), 1, "b started without a burst");
 
-    let o = env.run(&["burst", "--factor", "1.5", "--for", "2s", "--reason", "test"]);
+    let o = env.run(&[
+        "burst", "--factor", "1.5", "--for", "2s", "--reason", "test",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let t_burst = Instant::now();
     wait_until("b to start under the burst", 5, || running(&env) == 2);
@@ -138,7 +146,10 @@ fn forced_burst_admits_a_waiting_job_then_expires() {
         assert_eq!(j["priority"], "normal");
         assert!(j["elapsed_s"].as_f64().unwrap() > 0.5, "{j}");
         assert!(j["timeout_s"].as_i64().unwrap() > 0, "{j}");
-        assert!(j.get("evidence").is_some() && j.get("memory_source").is_some(), "{j}");
+        assert!(
+            j.get("evidence").is_some() && j.get("memory_source").is_some(),
+            "{j}"
+        );
         assert!(j["queue_position"].is_null());
         assert_eq!(j["holder_alive"], true);
         assert!(j["predicted_mb"].as_f64().unwrap() > 0.0);
@@ -152,7 +163,10 @@ fn forced_burst_admits_a_waiting_job_then_expires() {
     assert_eq!(s["waiting_mb"], 200);
     assert_eq!(s["model"]["predictions_from"], "prior");
     assert!(!s["fallbacks"].as_array().unwrap().is_empty());
-    assert!(s["next_retrain"].as_str().unwrap().starts_with("unknown") || s["next_retrain"].as_str().unwrap().len() > 5);
+    assert!(
+        s["next_retrain"].as_str().unwrap().starts_with("unknown")
+            || s["next_retrain"].as_str().unwrap().len() > 5
+    );
 
     finish(vec![a, b, c]);
     assert_eq!(env.reservations(), 0);
@@ -160,7 +174,10 @@ fn forced_burst_admits_a_waiting_job_then_expires() {
     let o = env.run(&["burst", "--json"]);
     let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert!(v["active"].is_null());
-    assert_eq!(v["recent"][0]["who"].as_str().map(|s| !s.is_empty()), Some(true));
+    assert_eq!(
+        v["recent"][0]["who"].as_str().map(|s| !s.is_empty()),
+        Some(true)
+    );
     assert_eq!(v["recent"][0]["why"], "test");
 }
 
@@ -208,7 +225,9 @@ fn automatic_burst_enters_on_queue_pressure_expires_and_cools_down() {
     wait_until("a to run", 20, || running(&env) == 1);
     let t0 = Instant::now();
     let b = spawn(&env, "300", "b", "200", "6");
-    wait_until("b to start under an automatic burst", 10, || running(&env) == 2);
+    wait_until("b to start under an automatic burst", 10, || {
+        running(&env) == 2
+    });
     assert!(
         t0.elapsed() >= Duration::from_millis(900),
         "b started before the queue had waited auto_burst_after_s"
@@ -220,7 +239,10 @@ fn automatic_burst_enters_on_queue_pressure_expires_and_cools_down() {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })
         .unwrap();
-    assert_eq!((source.as_str(), who.as_str(), factor), ("auto", "auto", 1.5));
+    assert_eq!(
+        (source.as_str(), who.as_str(), factor),
+        ("auto", "auto", 1.5)
+    );
     assert!(why.starts_with("queue: the head waited"), "{why}");
     let s = status(&env, "300");
     assert_eq!(s["burst"]["source"], "auto");
@@ -271,7 +293,9 @@ fn automatic_burst_enters_on_a_forecast_over_budget_and_ends_when_demand_fits() 
     assert!(t0.elapsed() < Duration::from_secs(5));
     let why: String = env
         .conn()
-        .query_row("SELECT why FROM burst WHERE source = 'auto'", [], |r| r.get(0))
+        .query_row("SELECT why FROM burst WHERE source = 'auto'", [], |r| {
+            r.get(0)
+        })
         .unwrap();
     assert!(why.starts_with("forecast of "), "{why}");
     finish(vec![a, b]);
@@ -323,7 +347,7 @@ fn bad_burst_and_status_arguments_are_usage_errors() {
 #[test]
 fn status_watch_repeats_and_stops_on_sigint() {
     let env = Env::new();
-    let mut w = env
+    let w = env
         .cmd()
         .args(["status", "--watch", "--json"])
         .stdout(Stdio::piped())
@@ -337,7 +361,10 @@ fn status_watch_repeats_and_stops_on_sigint() {
     }
     let t0 = Instant::now();
     let o = w.wait_with_output().unwrap();
-    assert!(t0.elapsed() < Duration::from_secs(2), "did not stop promptly");
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "did not stop promptly"
+    );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let lines: Vec<Value> = stdout(&o)
         .lines()
