@@ -122,15 +122,15 @@ pub fn recent(conn: &Connection, host: &str, n: usize) -> Result<Vec<BurstRecord
     Ok(rows)
 }
 
-/// Bursts of any host that overlap `[from, to)`, oldest first.
-pub fn between(conn: &Connection, from: &str, to: &str) -> Result<Vec<BurstRecord>, BurstError> {
+/// The last `n` bursts of every host, newest first.
+pub fn all_recent(conn: &Connection, n: usize) -> Result<Vec<BurstRecord>, BurstError> {
     let mut st = conn
         .prepare(&format!(
-            "SELECT {COLUMNS} FROM burst WHERE until > ?1 AND started_at < ?2 ORDER BY id"
+            "SELECT {COLUMNS} FROM burst ORDER BY id DESC LIMIT ?1"
         ))
         .map_err(db("reading bursts"))?;
     let rows = st
-        .query_map(params![from, to], from_row)
+        .query_map([n as i64], from_row)
         .map_err(db("reading bursts"))?
         .collect::<Result<Vec<_>, _>>()
         .map_err(db("reading bursts"))?;

@@ -373,3 +373,53 @@ fn status_watch_repeats_and_stops_on_sigint() {
     assert!((2..=4).contains(&lines.len()), "{} frames", lines.len());
     assert!(lines.iter().all(|v| v["budget_mb"].is_u64()));
 }
+
+#[test]
+fn bursts_and_scored_forecasts_show_in_stats_and_report() {
+    let env = Env::new();
+    let o = env.run(&[
+        "burst",
+        "--factor",
+        "1.3",
+        "--for",
+        "1h",
+        "--reason",
+        "campaign week",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // A forecast made in the past has had its horizon pass: stats scores it.
+    let o = env.run(&[
+        "forecast",
+        "--horizon",
+        "1h",
+        "--now",
+        "2026-01-05T12:00:00Z",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = env.run(&["stats", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["burst"]["factor"], 1.3);
+    assert_eq!(v["bursts"][0]["why"], "campaign week");
+    assert_eq!(v["forecast_accuracy"][0]["horizon_hours"], 1.0);
+    assert_eq!(v["forecast_accuracy"][0]["scored"], 1);
+    let text = stdout(&env.run(&["stats"]));
+    assert!(text.contains("burst in force on "), "{text}");
+    assert!(text.contains("recorded forecasts, scored"), "{text}");
+
+    let page = env.path("r.html");
+    let o = env.run(&["report", "--out", page.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("<h2>Burst periods</h2>"));
+    assert!(
+        html.contains("<td class=\"k\">campaign week</td>"),
+        "{html}"
+    );
+
+    let o = env.run(&["burst", "--off"]);
+    assert_eq!(o.status.code(), Some(0));
+    let v: Value = serde_json::from_str(&stdout(&env.run(&["stats", "--json"]))).unwrap();
+    assert!(v["burst"].is_null());
+    assert!(v["bursts"][0]["ended_at"].is_string());
+}
