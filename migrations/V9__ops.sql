@@ -45,3 +45,5 @@ CREATE TABLE forecast_record (
 );
 CREATE INDEX idx_forecast_record_pending ON forecast_record (scored_at, target_end);
 CREATE INDEX idx_forecast_record_horizon ON forecast_record (horizon_hours, made_at);
+-- The newest forecast in force (the automatic burst rule asks on each admission check).
+CREATE INDEX idx_forecast_record_made ON forecast_record (made_at);

@@ -133,6 +133,15 @@ fn since(t: &str, now: SystemTime) -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// The ledger of one host and state, by the (host, state) index.
+const LEDGER_SQL: &str = "SELECT id, row_id, pid, pid_start, memory_mb, predicted_mb, priority,
+        created_at, admitted_at
+    FROM reservation WHERE host = ?1 AND state = ?2 ORDER BY priority, id";
+/// One job's row, by primary key.
+const ROW_SQL: &str = "SELECT job_key, script_path, applied_timeout_s, evidence, memory_source,
+        backend, memory_enforced
+    FROM resource_prediction WHERE id = ?1";
+
 /// Read the status of `opts.host` at `now`.
 pub fn read(
     store: &Store,
@@ -142,18 +151,10 @@ pub fn read(
     let conn = store.conn();
     let now_s = rfc3339(now);
     let mut res_st = conn
-        .prepare_cached(
-            "SELECT id, row_id, pid, pid_start, memory_mb, predicted_mb, priority, created_at,
-                    admitted_at
-             FROM reservation WHERE host = ?1 AND state = ?2 ORDER BY priority, id",
-        )
+        .prepare_cached(LEDGER_SQL)
         .map_err(db("reading the reservation ledger"))?;
     let mut row_st = conn
-        .prepare_cached(
-            "SELECT job_key, script_path, applied_timeout_s, evidence, memory_source, backend,
-                    memory_enforced
-             FROM resource_prediction WHERE id = ?1",
-        )
+        .prepare_cached(ROW_SQL)
         .map_err(db("reading a job row"))?;
     let mut read_state = |state: &str| -> Result<Vec<JobStatus>, StatusError> {
         type Res = (
@@ -447,4 +448,42 @@ pub fn text(s: &Status) -> String {
         s.next_forecast
     );
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Status must not read the store's history: every query on a table that grows with
+    /// jobs, bursts or forecasts goes through an index or the primary key.
+    #[test]
+    fn status_queries_use_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        let plan = |sql: &str| -> String {
+            let mut st = store
+                .conn()
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap();
+            let rows: Vec<String> = st
+                .query_map([], |r| r.get::<_, String>(3))
+                .unwrap()
+                .map(|r| r.unwrap())
+                .collect();
+            rows.join("; ")
+        };
+        let ledger = plan(&LEDGER_SQL.replace("?1", "'h'").replace("?2", "'running'"));
+        assert!(ledger.contains("USING INDEX idx_reservation_host_state"), "{ledger}");
+        let row = plan(&ROW_SQL.replace("?1", "1"));
+        assert!(row.contains("USING INTEGER PRIMARY KEY"), "{row}");
+        let burst = plan(
+            &burst::ACTIVE_SQL
+                .replace("?1", "'h'")
+                .replace("?2", "'2026-01-01'"),
+        );
+        assert!(burst.contains("USING INDEX idx_burst_host_until"), "{burst}");
+        for p in [&ledger, &row, &burst] {
+            assert!(!p.contains("SCAN"), "{p}");
+        }
+    }
 }

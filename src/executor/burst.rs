@@ -93,13 +93,15 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BurstRecord> {
     })
 }
 
+/// The burst in force, by the (host, until) index.
+pub(crate) const ACTIVE_SQL: &str = "SELECT id, host, factor, source, who, why, started_at, until,
+        ended_at, end_reason
+    FROM burst WHERE host = ?1 AND until > ?2 AND ended_at IS NULL ORDER BY id DESC LIMIT 1";
+
 /// The burst in force on `host` at `now` (RFC 3339 as written by [`rfc3339`]), if any.
 pub fn active(conn: &Connection, host: &str, now: &str) -> Result<Option<BurstRecord>, BurstError> {
     conn.query_row(
-        &format!(
-            "SELECT {COLUMNS} FROM burst WHERE host = ?1 AND until > ?2 AND ended_at IS NULL
-             ORDER BY id DESC LIMIT 1"
-        ),
+        ACTIVE_SQL,
         params![host, now],
         from_row,
     )
