@@ -424,6 +424,7 @@ pub fn text(s: &Status) -> String {
             if j.holder_alive { "" } else { " (holder gone)" }
         )
     };
+    t += "  queue job key                  prio   cap            predicted peak  elapsed / timeout   evidence script\n";
     t += &format!("running ({}):\n", s.running.len());
     for j in &s.running {
         t += &line(j);
