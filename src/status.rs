@@ -248,7 +248,6 @@ pub fn read(
     };
     let running = read_state("running")?;
     let waiting = read_state("waiting")?;
-    drop(read_state);
 
     let burst_now = burst::active(conn, opts.host, &now_s)?;
     let factor = opts
@@ -474,7 +473,10 @@ mod tests {
             rows.join("; ")
         };
         let ledger = plan(&LEDGER_SQL.replace("?1", "'h'").replace("?2", "'running'"));
-        assert!(ledger.contains("USING INDEX idx_reservation_host_state"), "{ledger}");
+        assert!(
+            ledger.contains("USING INDEX idx_reservation_host_state"),
+            "{ledger}"
+        );
         let row = plan(&ROW_SQL.replace("?1", "1"));
         assert!(row.contains("USING INTEGER PRIMARY KEY"), "{row}");
         let burst = plan(
@@ -482,7 +484,10 @@ mod tests {
                 .replace("?1", "'h'")
                 .replace("?2", "'2026-01-01'"),
         );
-        assert!(burst.contains("USING INDEX idx_burst_host_until"), "{burst}");
+        assert!(
+            burst.contains("USING INDEX idx_burst_host_until"),
+            "{burst}"
+        );
         for p in [&ledger, &row, &burst] {
             assert!(!p.contains("SCAN"), "{p}");
         }

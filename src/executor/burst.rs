@@ -100,13 +100,9 @@ pub(crate) const ACTIVE_SQL: &str = "SELECT id, host, factor, source, who, why, 
 
 /// The burst in force on `host` at `now` (RFC 3339 as written by [`rfc3339`]), if any.
 pub fn active(conn: &Connection, host: &str, now: &str) -> Result<Option<BurstRecord>, BurstError> {
-    conn.query_row(
-        ACTIVE_SQL,
-        params![host, now],
-        from_row,
-    )
-    .optional()
-    .map_err(db("reading the burst in force"))
+    conn.query_row(ACTIVE_SQL, params![host, now], from_row)
+        .optional()
+        .map_err(db("reading the burst in force"))
 }
 
 /// The last `n` bursts of `host`, newest first.
