@@ -406,8 +406,9 @@ impl Spread {
         match self {
             Spread::Scored(r) => {
                 let n1 = (r.len() + 1) as f64;
-                let k_lo = (n1 * (1.0 - c) / 2.0).floor() as usize;
-                let k_hi = (n1 * (1.0 + c) / 2.0).ceil() as usize;
+                // The epsilon keeps 20 × 0.1 from flooring to 1 through rounding.
+                let k_lo = (n1 * (1.0 - c) / 2.0 + 1e-9).floor() as usize;
+                let k_hi = (n1 * (1.0 + c) / 2.0 - 1e-9).ceil() as usize;
                 Interval {
                     lo: back(order_stat(r, k_lo)),
                     hi: back(order_stat(r, k_hi)),
