@@ -62,6 +62,9 @@ pub struct JobStatus {
     /// The presize process holding the reservation is alive (a dead one is reclaimed by
     /// the next job that looks).
     pub holder_alive: bool,
+    /// Id of the burst in force when a running job was admitted (its cap may be part of
+    /// the overcommit), if any.
+    pub admitted_during_burst: Option<i64>,
 }
 
 /// The model in force.
@@ -142,6 +145,12 @@ const ROW_SQL: &str = "SELECT job_key, script_path, applied_timeout_s, evidence,
         backend, memory_enforced
     FROM resource_prediction WHERE id = ?1";
 
+/// The burst in force on a host at a time, by the (host, until) index.
+const BURST_AT_SQL: &str =
+    "SELECT id FROM burst WHERE host = ?1 AND until > ?2 AND started_at <= ?2
+        AND (ended_at IS NULL OR ended_at > ?2)
+    ORDER BY id DESC LIMIT 1";
+
 /// Read the status of `opts.host` at `now`.
 pub fn read(
     store: &Store,
@@ -156,6 +165,9 @@ pub fn read(
     let mut row_st = conn
         .prepare_cached(ROW_SQL)
         .map_err(db("reading a job row"))?;
+    let mut burst_st = conn
+        .prepare_cached(BURST_AT_SQL)
+        .map_err(db("reading bursts"))?;
     let mut read_state = |state: &str| -> Result<Vec<JobStatus>, StatusError> {
         type Res = (
             i64,
@@ -216,6 +228,13 @@ pub fn read(
                 None => None,
             };
             let running = state == "running";
+            let admitted_during_burst = match (&admitted, running) {
+                (Some(a), true) => burst_st
+                    .query_row(params![opts.host, a], |r| r.get(0))
+                    .optional()
+                    .map_err(db("reading bursts"))?,
+                _ => None,
+            };
             let elapsed = since(
                 if running {
                     admitted.as_deref().unwrap_or(&created)
@@ -242,6 +261,7 @@ pub fn read(
                 backend: row.as_ref().and_then(|r| r.5.clone()),
                 memory_enforced: row.as_ref().map(|r| r.6 != 0),
                 holder_alive: crate::executor::process_alive(pid, pid_start),
+                admitted_during_burst,
             });
         }
         Ok(out)
@@ -410,7 +430,7 @@ pub fn text(s: &Status) -> String {
     }
     let line = |j: &JobStatus| {
         format!(
-            "  {:>4} {:<24} {:<6} cap {:>6} MB  pred {:>7.0} MB  {:>9} / {:<9} {:<8} {}{}\n",
+            "  {:>4} {:<24} {:<6} cap {:>6} MB  pred {:>7.0} MB  {:>9} / {:<9} {:<8} {}{}{}\n",
             j.queue_position.map_or("-".into(), |p| format!("#{p}")),
             j.job_key.as_deref().unwrap_or("?"),
             j.priority,
@@ -420,7 +440,12 @@ pub fn text(s: &Status) -> String {
             j.timeout_s.map_or("-".into(), |x| fmt_secs(x as f64)),
             j.evidence.as_deref().unwrap_or("-"),
             j.script.as_deref().unwrap_or(""),
-            if j.holder_alive { "" } else { " (holder gone)" }
+            if j.holder_alive { "" } else { " (holder gone)" },
+            if j.admitted_during_burst.is_some() {
+                " (admitted in burst)"
+            } else {
+                ""
+            }
         )
     };
     t += "  queue job key                  prio   cap            predicted peak  elapsed / timeout   evidence script\n";

@@ -103,7 +103,13 @@ fn forced_burst_admits_a_waiting_job_then_expires() {
     assert_eq!(s["burst_factor"], 1.5);
     assert_eq!(s["cap_limit_mb"], 450);
     assert_eq!(s["reserved_mb"], 400);
-    assert_eq!(s["running"].as_array().unwrap().len(), 2);
+    let run = s["running"].as_array().unwrap();
+    assert_eq!(run.len(), 2);
+    assert!(
+        run[0]["admitted_during_burst"].is_null(),
+        "a ran before the burst"
+    );
+    assert_eq!(run[1]["admitted_during_burst"], s["burst"]["id"]);
     assert!(s["running_predicted_mb"].as_f64().unwrap() <= 300.0);
     let text = stdout(
         &env.cmd()
