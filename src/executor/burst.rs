@@ -248,13 +248,14 @@ pub(crate) fn factor_in_force(
     let now_s = rfc3339(now);
     let mut current = active(tx, host, &now_s)?;
     if let Some(rule) = auto {
+        // total() sums as REAL: no integer overflow whatever the reservations.
         let queue_mb: f64 = tx
             .query_row(
-                "SELECT coalesce(sum(memory_mb), 0) FROM reservation WHERE host = ?1",
+                "SELECT total(memory_mb) FROM reservation WHERE host = ?1",
                 [host],
-                |r| r.get::<_, i64>(0),
+                |r| r.get(0),
             )
-            .map_err(db("summing reservations"))? as f64;
+            .map_err(db("summing reservations"))?;
         match &current {
             Some(b) if b.source == "auto" && queue_mb <= d.budget_mb => {
                 end_in(tx, host, &now_s, "demand back within the budget")?;
