@@ -60,6 +60,9 @@ impl Plan {
     }
 }
 
+/// Settled jobs of a model its live coverage is judged over (the newest, by index).
+pub const LIVE_COVERAGE_JOBS: usize = 100;
+
 /// `Some(reason)` when the model in force has stopped tightening limits: its live coverage
 /// of the peak over its newest settled jobs fell `coverage_drop` or more below nominal.
 pub fn model_fallback(
@@ -70,22 +73,14 @@ pub fn model_fallback(
     if prediction.source != crate::model::Source::Model {
         return Ok(None);
     }
-    let policy = settings.policy();
-    let nominal = settings.file.model.coverage;
-    let (jobs, covered) = store.live_coverage(&prediction.model_version, 100)?;
-    if jobs < policy.coverage_min_jobs.max(1) {
-        return Ok(None);
-    }
-    let live = covered as f64 / jobs as f64;
-    Ok((live <= nominal - policy.coverage_drop).then(|| {
-        format!(
-            "model {} live coverage {:.0} % over {jobs} jobs is {:.0}+ points below nominal {:.0} %; not tightening until a retrain",
-            prediction.model_version,
-            100.0 * live,
-            100.0 * policy.coverage_drop,
-            100.0 * nominal
-        )
-    }))
+    let (jobs, covered) = store.live_coverage(&prediction.model_version, LIVE_COVERAGE_JOBS)?;
+    Ok(policy::engine::coverage_fallback(
+        &prediction.model_version,
+        jobs,
+        covered,
+        settings.file.model.coverage,
+        settings.policy(),
+    ))
 }
 
 /// One attempt as run.

@@ -26,6 +26,8 @@ pub enum StatusError {
     },
     #[error(transparent)]
     Burst(#[from] BurstError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 fn db(what: &'static str) -> impl FnOnce(rusqlite::Error) -> StatusError {
@@ -119,6 +121,9 @@ pub struct StatusOptions<'a> {
     pub auto_burst: bool,
     pub dry_run: bool,
     pub model_dir: &'a Path,
+    /// The policy (for the live-coverage fallback rule) and the model's nominal coverage.
+    pub policy: &'a crate::policy::Policy,
+    pub nominal_coverage: f64,
 }
 
 fn prio_name(p: i64) -> &'static str {
@@ -315,6 +320,18 @@ pub fn read(
             p.display()
         )),
         Ok(Some(_)) => {}
+    }
+    if let (Some(v), true) = (&promoted_version, model_present) {
+        let (jobs, covered) = store.live_coverage(v, crate::runner::LIVE_COVERAGE_JOBS)?;
+        if let Some(f) = crate::policy::engine::coverage_fallback(
+            v,
+            jobs,
+            covered,
+            opts.nominal_coverage,
+            opts.policy,
+        ) {
+            fallbacks.push(f);
+        }
     }
     for j in &running {
         if j.memory_source.as_deref() == Some("static") {

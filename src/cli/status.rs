@@ -52,6 +52,8 @@ pub fn execute(args: Args) -> Result<i32, Error> {
         auto_burst: settings.file.admission.auto_burst,
         dry_run: settings.dry_run,
         model_dir: &settings.model_dir,
+        policy: settings.policy(),
+        nominal_coverage: settings.file.model.coverage,
     };
     let read =
         || status::read(&store, SystemTime::now(), &opts).map_err(|e| Error::Io(e.to_string()));

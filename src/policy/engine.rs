@@ -254,6 +254,30 @@ pub fn alloc_config(policy: &Policy) -> AllocConfig {
     }
 }
 
+/// `Some(reason)` when a model's live coverage of the peak (`covered` of `jobs` settled jobs)
+/// has fallen `coverage_drop` or more below `nominal` over at least `coverage_min_jobs`:
+/// the model then stops tightening limits (evidence `novel`) until a retrain replaces it.
+pub fn coverage_fallback(
+    version: &str,
+    jobs: u32,
+    covered: u32,
+    nominal: f64,
+    policy: &Policy,
+) -> Option<String> {
+    if jobs < policy.coverage_min_jobs.max(1) {
+        return None;
+    }
+    let live = covered as f64 / jobs as f64;
+    (live <= nominal - policy.coverage_drop).then(|| {
+        format!(
+            "model {version} live coverage {:.0} % over {jobs} jobs is {:.0}+ points below nominal {:.0} %; not tightening until a retrain",
+            100.0 * live,
+            100.0 * policy.coverage_drop,
+            100.0 * nominal
+        )
+    })
+}
+
 /// Quantiles of the standard normal used to turn a calibrated bound into draws.
 const NORMAL_Q: [f64; 11] = [
     -1.645, -1.282, -0.842, -0.524, -0.253, 0.0, 0.253, 0.524, 0.842, 1.282, 1.645,
@@ -829,6 +853,18 @@ mod tests {
         let (l, sz) = at(5_000.0);
         assert_eq!(sz.evidence, Evidence::Novel, "{}", sz.reason);
         assert!(l.memory_limit_mb >= p.default_memory_mb);
+    }
+
+    #[test]
+    fn live_coverage_fallback_needs_enough_jobs_and_a_real_drop() {
+        let p = Policy::default();
+        // 73 % over 30 jobs at nominal 95 %: stops tightening, and says why.
+        let f = coverage_fallback("m1", 30, 22, 0.95, &p).expect("fallback");
+        assert!(f.contains("73 %") && f.contains("m1"), "{f}");
+        // Too few jobs to judge, or within 10 points of nominal: keeps tightening.
+        assert_eq!(coverage_fallback("m1", 19, 0, 0.95, &p), None);
+        assert_eq!(coverage_fallback("m1", 100, 86, 0.95, &p), None);
+        assert!(coverage_fallback("m1", 100, 85, 0.95, &p).is_some());
     }
 
     #[test]
