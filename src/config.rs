@@ -159,11 +159,20 @@ impl Default for StoreSection {
 pub struct ModelConfig {
     /// Target coverage of the calibrated upper bounds.
     pub coverage: f64,
+    /// `retrain` trains and evaluates on at most this many of the latest usable settled
+    /// rows (older ones are not read), which bounds its time and memory at any store size.
+    pub max_train_rows: usize,
 }
+
+/// Default of `[model] max_train_rows`.
+pub const DEFAULT_MAX_TRAIN_ROWS: usize = 100_000;
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        Self { coverage: 0.95 }
+        Self {
+            coverage: 0.95,
+            max_train_rows: DEFAULT_MAX_TRAIN_ROWS,
+        }
     }
 }
 
@@ -211,6 +220,15 @@ impl ConfigFile {
             path: path.to_owned(),
             reason,
         })?;
+        if cfg.model.max_train_rows < 20 {
+            return Err(ConfigError::Parse {
+                path: path.to_owned(),
+                reason: format!(
+                    "[model] max_train_rows = {} is below 20, the fewest rows retrain trains on",
+                    cfg.model.max_train_rows
+                ),
+            });
+        }
         Ok(cfg)
     }
 }

@@ -196,8 +196,11 @@ fn keeps_a_better_current_model_unless_forced() {
     seed(&env, 160, 40, 2.0);
     let era_b = Env::new();
     seed(&era_b, 1000, 200, 2.0);
-    let rows = Store::open(&era_b.db).unwrap().training_rows().unwrap();
     let schema = Arc::new(Schema::for_catalog(&Catalog::builtin()));
+    let rows = Store::open(&era_b.db)
+        .unwrap()
+        .training_rows(&schema.names, usize::MAX)
+        .unwrap();
     let current = TrainedModel::train(
         &rows,
         &schema,
