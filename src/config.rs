@@ -165,7 +165,7 @@ pub struct ModelConfig {
 }
 
 /// Default of `[model] max_train_rows`.
-pub const DEFAULT_MAX_TRAIN_ROWS: usize = 100_000;
+pub const DEFAULT_MAX_TRAIN_ROWS: usize = 50_000;
 
 impl Default for ModelConfig {
     fn default() -> Self {
