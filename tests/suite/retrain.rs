@@ -243,6 +243,11 @@ fn trains_on_the_latest_max_train_rows_only() {
     // Below the fewest rows retrain trains on: a config error, exit 2 per DESIGN.md.
     let bad = Env::with_config("[model]\nmax_train_rows = 5\n");
     let o = bad.run(&["retrain"]);
-    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(String::from_utf8_lossy(&o.stderr).contains("max_train_rows"));
 }
