@@ -42,7 +42,7 @@ impl<'de> Visitor<'de> for Dense<'_, '_> {
 /// gives; names not in `index` are skipped. Malformed text leaves what was decoded so far
 /// and the rest 0 (a row with unreadable features trains as all-zero features, as the old
 /// map decoder's `unwrap_or_default` did).
-pub(super) fn decode_into(json: &[u8], index: &HashMap<&str, usize>, out: &mut [f64]) {
+pub fn decode_into(json: &[u8], index: &HashMap<&str, usize>, out: &mut [f64]) {
     let mut de = serde_json::Deserializer::from_slice(json);
     if de
         .deserialize_map(Dense {

@@ -21,8 +21,10 @@ mod latest {
 }
 pub use latest::LATEST_MIGRATION;
 
+mod export;
 mod features;
 mod history;
+pub use features::decode_into as decode_features_into;
 pub use history::{rfc3339, AttemptTimes, ModelVersionRecord};
 
 /// How many of a key's latest successful runs [`Store::prior_runs`] summarises.
