@@ -54,12 +54,48 @@ pub struct Args {
     pub command: Vec<OsString>,
 }
 
+/// Longest `--timeout` accepted: 366 days.
+pub const MAX_TIMEOUT_S: u64 = 366 * 24 * 3600;
+
+/// `--timeout` and `--memory-mb` must be real limits: 0 is refused (not silently 1), and a cap
+/// larger than the host budget would make the admission ledger meaningless.
+fn check_overrides(args: &Args, budget_mb: u64) -> Result<(), Error> {
+    if let Some(t) = args.timeout {
+        if t == 0 || t > MAX_TIMEOUT_S {
+            return Err(Error::Usage(format!(
+                "--timeout {t}: give 1 to {MAX_TIMEOUT_S} seconds"
+            )));
+        }
+    }
+    if let Some(m) = args.memory_mb {
+        if m == 0 {
+            return Err(Error::Usage(
+                "--memory-mb 0: give a cap of at least 1 MB".into(),
+            ));
+        }
+        if m > budget_mb {
+            return Err(Error::Usage(format!(
+                "--memory-mb {m} exceeds the host memory budget of {budget_mb} MB; lower it or raise PRESIZE_HOST_BUDGET_MB"
+            )));
+        }
+    }
+    if let Some(q) = args.queue_timeout {
+        if q > MAX_TIMEOUT_S {
+            return Err(Error::Usage(format!(
+                "--queue-timeout {q}: give at most {MAX_TIMEOUT_S} seconds"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Run `run`.
 pub fn execute(args: Args) -> Result<i32, Error> {
     if args.command.is_empty() {
         return Err(crate::executor::ExecError::EmptyCommand.into());
     }
     let settings = Settings::from_env()?;
+    check_overrides(&args, settings.host_budget_mb)?;
     let spec = JobSpec {
         command: args.command,
         script: args.script,
@@ -81,8 +117,9 @@ pub fn execute(args: Args) -> Result<i32, Error> {
     };
     let quiet = args.quiet;
     let say = |m: &str| {
-        if !quiet {
-            eprintln!("presize: {m}");
+        // -q keeps errors (e.g. a result that could not be recorded).
+        if !quiet || m.starts_with("error:") {
+            super::say(&format!("presize: {m}"));
         }
     };
     let report = runner::run(&spec, &settings, &opts, say)?;
@@ -92,7 +129,7 @@ pub fn execute(args: Args) -> Result<i32, Error> {
     }
     if !quiet {
         let p = &report.plan.prediction;
-        eprintln!(
+        super::say(&format!(
             "presize: predicted peak {:.1} MB (upper {:.1}), wall {:.2} s, cpu {:.2} s — {} {} confidence {:.2}; job key {}",
             p.peak_rss_mb,
             p.upper.peak_rss_mb,
@@ -101,17 +138,17 @@ pub fn execute(args: Args) -> Result<i32, Error> {
             p.source.as_str(),
             p.model_version,
             p.confidence,
-            report.plan.job_key
-        );
+            super::printable(&report.plan.job_key)
+        ));
         if let Decision::Run { predicted, .. } = &report.plan.decision {
-            eprintln!(
+            super::say(&format!(
                 "presize: limits from the prediction: memory {} MB, timeout {} s{}; backend {}; rows {:?}",
                 predicted.memory_limit_mb,
                 predicted.timeout_s,
                 if report.dry_run { " (dry run: not enforced)" } else { "" },
                 report.backend,
                 report.attempts.iter().map(|a| a.row_id).collect::<Vec<_>>()
-            );
+            ));
         }
     }
     Ok(report.exit_code)
