@@ -19,7 +19,7 @@ mod embedded {
 mod latest {
     include!(concat!(env!("OUT_DIR"), "/latest_migration.rs"));
 }
-pub use latest::LATEST_MIGRATION;
+pub use latest::{LATEST_MIGRATION, MIGRATIONS_FINGERPRINT};
 
 mod export;
 mod features;
@@ -1024,15 +1024,17 @@ impl Store {
 }
 
 /// The fast path of [`prepare`]: true when the file is already in WAL mode and
-/// `PRAGMA user_version` equals [`LATEST_MIGRATION`]. `user_version` is written only after
-/// refinery has applied every embedded migration (under the migrate lock), so a process that
-/// reads it equal to this binary's latest version has nothing to migrate and need not build
-/// refinery's runner (whose migration-name regex alone cost 4.1 M instructions per command).
-/// Any error or other value sends the caller to the full, locked path.
+/// `PRAGMA user_version` equals [`MIGRATIONS_FINGERPRINT`] (a hash of every embedded
+/// migration's name and text, so a migration merged with a lower number than the latest
+/// still changes it). `user_version` is written only after refinery has applied every
+/// embedded migration (under the migrate lock), so a process that reads this binary's
+/// fingerprint has nothing to migrate and need not build refinery's runner (whose
+/// migration-name regex alone cost 4.1 M instructions per command). Any error or other
+/// value sends the caller to the full, locked path.
 fn up_to_date(conn: &Connection) -> bool {
     let version = conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0));
     let mode = conn.pragma_query_value(None, "journal_mode", |r| r.get::<_, String>(0));
-    matches!((version, mode), (Ok(v), Ok(m)) if v == LATEST_MIGRATION && m.eq_ignore_ascii_case("wal"))
+    matches!((version, mode), (Ok(v), Ok(m)) if v == MIGRATIONS_FINGERPRINT && m.eq_ignore_ascii_case("wal"))
 }
 
 /// Switch to WAL and run the embedded migrations, serialised across processes with an
@@ -1083,7 +1085,7 @@ fn prepare(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
             .map_err(|e| migrate_err(crate::config::one_line(&e.to_string())))?;
         // refinery returned Ok: every embedded migration is applied and none it does not
         // know of (it refuses missing and divergent ones), so the next open may skip it.
-        conn.pragma_update(None, "user_version", LATEST_MIGRATION)
+        conn.pragma_update(None, "user_version", MIGRATIONS_FINGERPRINT)
             .map_err(|e| migrate_err(format!("cannot record the schema version: {e}")))
     });
     drop(lock);
@@ -1155,6 +1157,7 @@ mod tests {
             .max()
             .unwrap();
         assert_eq!(LATEST_MIGRATION, max);
+        assert!(MIGRATIONS_FINGERPRINT > 0 && MIGRATIONS_FINGERPRINT <= i64::from(i32::MAX));
     }
 
     #[test]
@@ -1162,7 +1165,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("presize.db");
         let s = Store::open(&p).unwrap();
-        assert_eq!(user_version(&s), LATEST_MIGRATION);
+        assert_eq!(user_version(&s), MIGRATIONS_FINGERPRINT);
         // Proof that the second open does not run refinery: a history row refinery would
         // refuse (an applied migration this binary does not have) goes unnoticed.
         s.conn()
@@ -1190,7 +1193,10 @@ mod tests {
         )
         .unwrap();
         drop(c);
-        assert_eq!(user_version(&Store::open(&p).unwrap()), LATEST_MIGRATION);
+        assert_eq!(
+            user_version(&Store::open(&p).unwrap()),
+            MIGRATIONS_FINGERPRINT
+        );
     }
 
     #[test]
@@ -1204,7 +1210,7 @@ mod tests {
             })
             .collect();
         for h in handles {
-            assert_eq!(h.join().unwrap().unwrap(), LATEST_MIGRATION);
+            assert_eq!(h.join().unwrap().unwrap(), MIGRATIONS_FINGERPRINT);
         }
     }
 
