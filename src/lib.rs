@@ -45,6 +45,7 @@ pub mod retrain;
 pub mod runner;
 pub mod slurm;
 pub mod stats;
+pub mod status;
 pub mod store;
 
 pub use error::{exit_codes, Error};

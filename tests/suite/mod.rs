@@ -5,6 +5,8 @@ mod concurrency;
 mod crash;
 mod export;
 mod forecast;
+mod forecast_learn;
+mod ops;
 mod policy_props;
 mod predict;
 mod progress;
