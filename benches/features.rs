@@ -12,7 +12,9 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use presize::features::{self, Catalog, FeatureRequest, Language, PriorRuns, ScanOptions, Schema};
+use presize::features::{
+    self, Catalog, FeatureRequest, FeatureVector, Language, PriorRuns, ScanOptions, Schema,
+};
 use presize::job::Outcome;
 use presize::model::trained::{TrainConfig, TrainedModel, TrainingRow};
 use presize::model::{Predictor, Source};
@@ -34,7 +36,7 @@ fn trained_predictor(catalog: &Catalog) -> Predictor {
             f.insert("code_lines".into(), 1000.0 + (i % 53) as f64 * 20.0);
             TrainingRow {
                 id: i as i64,
-                features: f,
+                features: FeatureVector::from_map(schema.clone(), &f).values,
                 outcome: Outcome::Ok,
                 cpu_s: Some(1.0 + (i % 100) as f64 * 0.1),
                 rss_mb: Some(50.0 + (i % 100) as f64 * 3.0 + (i % 7) as f64),

@@ -68,7 +68,7 @@ fn bench(c: &mut Criterion) {
             f.insert("tokens".into(), 500.0 + (i % 37) as f64);
             TrainingRow {
                 id: i as i64,
-                features: f,
+                features: FeatureVector::from_map(schema.clone(), &f).values,
                 outcome: Outcome::Ok,
                 cpu_s: Some(1.0 + (i % 100) as f64 * 0.1),
                 rss_mb: Some(50.0 + (i % 100) as f64 * 3.0 + splitmix(i as u64) * 10.0),
@@ -86,7 +86,10 @@ fn bench(c: &mut Criterion) {
         &mut |_| {},
     )
     .expect("train");
-    let fv = FeatureVector::from_map(schema.clone(), &rows[7].features);
+    let fv = FeatureVector {
+        schema: schema.clone(),
+        values: rows[7].features.clone(),
+    };
     c.bench_function("predict/3_trained_models_one_job", |b| {
         b.iter(|| model.predict(black_box(&fv)).expect("predict"))
     });

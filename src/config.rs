@@ -205,11 +205,20 @@ impl Default for StoreSection {
 pub struct ModelConfig {
     /// Target coverage of the calibrated upper bounds.
     pub coverage: f64,
+    /// `retrain` trains and evaluates on at most this many of the latest usable settled
+    /// rows (older ones are not read), which bounds its time and memory at any store size.
+    pub max_train_rows: usize,
 }
+
+/// Default of `[model] max_train_rows`.
+pub const DEFAULT_MAX_TRAIN_ROWS: usize = 50_000;
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        Self { coverage: 0.95 }
+        Self {
+            coverage: 0.95,
+            max_train_rows: DEFAULT_MAX_TRAIN_ROWS,
+        }
     }
 }
 
@@ -288,6 +297,12 @@ impl ConfigFile {
         if !(cov.is_finite() && cov > 0.0 && cov < 1.0) {
             return Err(format!(
                 "[model] coverage = {cov}: give a share between 0 and 1 (e.g. 0.95)"
+            ));
+        }
+        if self.model.max_train_rows < 20 {
+            return Err(format!(
+                "[model] max_train_rows = {} is below 20, the fewest rows retrain trains on",
+                self.model.max_train_rows
             ));
         }
         self.admission.validate()?;

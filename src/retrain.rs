@@ -10,7 +10,7 @@ use crate::config::Settings;
 use crate::error::Error;
 use crate::features::{FeatureVector, Schema};
 use crate::model::conformal::{mape, median_ape, pinball_loss};
-use crate::model::trained::{TrainConfig, TrainedModel, TrainingRow, TARGETS};
+use crate::model::trained::{TrainConfig, TrainProgress, TrainedModel, TrainingRow, TARGETS};
 use crate::model::{save_model, Prediction, Predictor};
 
 /// Relative tolerance of "not worse" (2 %: holdout noise must not block a promotion).
@@ -60,7 +60,11 @@ pub struct RetrainReport {
     /// `promoted`, `kept` (candidate worse) or `not_enough_rows`.
     pub status: &'static str,
     pub message: String,
+    /// Usable settled rows in the store.
     pub settled_rows: usize,
+    /// Of those, the latest rows read (at most `[model] max_train_rows`): split into the
+    /// training and holdout rows below.
+    pub used_rows: usize,
     pub min_rows: usize,
     pub train_rows: usize,
     pub holdout_rows: usize,
@@ -97,7 +101,7 @@ fn pick(p: &Prediction, t: usize) -> (f64, f64) {
     }
 }
 
-/// Score a predictor on holdout rows.
+/// Score a predictor on holdout rows (features in `schema` order).
 pub fn evaluate(
     predictor: &Predictor,
     rows: &[TrainingRow],
@@ -106,7 +110,12 @@ pub fn evaluate(
 ) -> ModelEval {
     let preds: Vec<Prediction> = rows
         .iter()
-        .map(|r| predictor.predict(&FeatureVector::from_map(schema.clone(), &r.features)))
+        .map(|r| {
+            predictor.predict(&FeatureVector {
+                schema: schema.clone(),
+                values: r.features.clone(),
+            })
+        })
         .collect();
     let targets = TARGETS
         .iter()
@@ -187,11 +196,15 @@ pub fn retrain(
     progress: &mut dyn FnMut(Step<'_>),
 ) -> Result<RetrainReport, Error> {
     let mut store = settings.open_store()?;
-    let rows = store.training_rows()?;
+    let (catalog, _) = crate::runner::catalog_and_options(settings);
+    let schema = Arc::new(Schema::for_catalog(&catalog));
+    let settled = store.count_training_rows()?;
+    let rows = store.training_rows(&schema.names, settings.file.model.max_train_rows)?;
     let mut report = RetrainReport {
         status: "not_enough_rows",
         message: String::new(),
-        settled_rows: rows.len(),
+        settled_rows: settled,
+        used_rows: rows.len(),
         min_rows: opts.min_rows,
         train_rows: 0,
         holdout_rows: 0,
@@ -209,8 +222,6 @@ pub fn retrain(
         );
         return Ok(report);
     }
-    let (catalog, _) = crate::runner::catalog_and_options(settings);
-    let schema = Arc::new(Schema::for_catalog(&catalog));
     let n_hold = ((rows.len() as f64) * HOLDOUT_FRACTION).ceil() as usize;
     let (train, holdout) = rows.split_at(rows.len() - n_hold);
     report.train_rows = train.len();
@@ -219,29 +230,49 @@ pub fn retrain(
         coverage: settings.file.model.coverage,
         ..TrainConfig::default()
     };
+    // `done` = steps finished; each step is shown as it starts, trees within a target step.
     let mut done = 0;
-    let mut step = |what: &str| {
+    let mut show = |done: usize, what: &str| {
         progress(Step {
             done: done.min(STEPS),
             total: STEPS,
             what,
-        });
-        done += 1;
+        })
     };
-    let mut candidate =
-        TrainedModel::train(train, &schema, &cfg, new_version(rows.len()), &mut step)?;
+    let mut candidate = TrainedModel::train(
+        train,
+        &schema,
+        &cfg,
+        new_version(rows.len()),
+        &mut |p| match p {
+            TrainProgress::Target(name) => {
+                show(done, &format!("training {name}"));
+                done += 1;
+            }
+            TrainProgress::Tree {
+                target,
+                done: d,
+                total,
+            } => show(
+                done.saturating_sub(1),
+                &format!("training {target}: tree {d}/{total}"),
+            ),
+        },
+    )?;
     if let (Some(d), Some(last)) = (candidate.domain.as_mut(), train.last()) {
         let keys = store.job_keys_through(last.id)?;
         d.set_keys(keys.iter().map(String::as_str));
     }
-    step("evaluating the candidate on the holdout");
+    show(done, "evaluating the candidate on the holdout");
+    done += 1;
     let cand_eval = evaluate(
         &Predictor::with_model(candidate.clone()),
         holdout,
         &schema,
         cfg.coverage,
     );
-    step("evaluating the current model on the holdout");
+    show(done, "evaluating the current model on the holdout");
+    done += 1;
     let (current, _warnings) = Predictor::load(&settings.model_dir);
     let cur_eval = evaluate(&current, holdout, &schema, cfg.coverage);
     let has_current = current.trained().is_some();
@@ -256,7 +287,10 @@ pub fn retrain(
             let cand_predictor = Predictor::with_model(candidate.clone());
             let sim = |p: &Predictor| {
                 let predict = |j: &crate::replay::store::HistJob| match by_id.get(&j.first_row) {
-                    Some(r) => p.predict(&FeatureVector::from_map(schema.clone(), &r.features)),
+                    Some(r) => p.predict(&FeatureVector {
+                        schema: schema.clone(),
+                        values: r.features.clone(),
+                    }),
                     None => j.prediction.clone(),
                 };
                 crate::replay::store::replay_policy(
@@ -320,7 +354,7 @@ pub fn retrain(
         "candidate": cand_eval,
         "current": cur_eval,
     });
-    step("saving the model");
+    show(done, "saving the model");
     let path = save_model(&settings.model_dir, &candidate, promote)?;
     store.register_model(&crate::store::ModelRecord {
         version: &candidate.version,

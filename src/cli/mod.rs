@@ -1,6 +1,7 @@
 //! Command-line interface: one module per subcommand; `main.rs` only parses and exits.
 
 pub mod burst;
+pub mod export;
 pub mod forecast;
 pub mod predict;
 pub mod progress;
@@ -61,6 +62,8 @@ pub enum Command {
     Burst(burst::Args),
     /// Settle finished SLURM jobs from accounting; resubmit OOM-killed ones.
     Settle(settle::Args),
+    /// Every row with its features in the wide form (CSV or JSON lines).
+    Export(export::Args),
     /// Inside a SLURM job: run the command, write its measured peak to a report file.
     #[command(name = "slurm-wrap", hide = true)]
     SlurmWrap(settle::WrapArgs),
@@ -79,6 +82,7 @@ pub fn dispatch(cli: Cli) -> Result<i32, Error> {
         Command::Status(a) => status::execute(a),
         Command::Burst(a) => burst::execute(a),
         Command::Settle(a) => settle::execute(a),
+        Command::Export(a) => export::execute(a),
         Command::SlurmWrap(a) => settle::wrap(a),
     }
 }

@@ -53,8 +53,13 @@ pub fn execute(args: Args) -> Result<i32, Error> {
         out_json(&r)?;
         return Ok(0);
     }
+    let latest = if r.used_rows < r.settled_rows {
+        format!(" (the latest {}: [model] max_train_rows)", r.used_rows)
+    } else {
+        String::new()
+    };
     let mut s = format!(
-        "{}\nrows: {} settled, {} trained on, {} held out\n",
+        "{}\nrows: {} settled, {} trained on, {} held out{latest}\n",
         r.message, r.settled_rows, r.train_rows, r.holdout_rows
     );
     if let Some(c) = &r.candidate {

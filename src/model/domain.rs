@@ -47,28 +47,70 @@ fn runtime_of(get: &dyn Fn(&str) -> f64) -> &'static str {
     }
 }
 
+/// Where the features [`Domain`] reads sit in a schema's dense order (looked up once, so
+/// learning a row costs a few array reads).
+#[derive(Debug, Clone)]
+pub struct DomainIndex {
+    runtimes: Vec<(&'static str, usize)>,
+    libraries: Vec<(String, usize)>,
+    input: Option<usize>,
+    arg_count: Option<usize>,
+    arg_max: Option<usize>,
+}
+
+impl DomainIndex {
+    pub fn new(names: &[String]) -> Self {
+        let ix = |n: &str| names.iter().position(|m| m == n);
+        DomainIndex {
+            runtimes: [
+                ("python", "lang_python"),
+                ("r", "lang_r"),
+                ("shell", "lang_shell"),
+            ]
+            .into_iter()
+            .filter_map(|(rt, n)| ix(n).map(|i| (rt, i)))
+            .collect(),
+            libraries: names
+                .iter()
+                .enumerate()
+                .filter_map(|(i, n)| {
+                    let lib = n.strip_prefix("lib_")?.strip_suffix("_imported")?;
+                    Some((lib.to_string(), i))
+                })
+                .collect(),
+            input: ix("input_total_mb"),
+            arg_count: ix("arg_numeric_count"),
+            arg_max: ix("arg_max_numeric_log10"),
+        }
+    }
+}
+
 impl Domain {
-    /// Learn one training row from its feature lookup (`names` is the schema's order).
-    pub fn observe(&mut self, names: &[String], get: &dyn Fn(&str) -> f64) {
-        self.runtimes.insert(runtime_of(get).to_string());
-        for n in names {
-            if let Some(lib) = n
-                .strip_prefix("lib_")
-                .and_then(|r| r.strip_suffix("_imported"))
-            {
-                if get(n) > 0.0 {
-                    self.libraries.insert(lib.to_string());
-                }
+    /// Learn one training row from its dense values (`value(i)` for schema index `i`).
+    pub fn observe_dense(&mut self, idx: &DomainIndex, value: &dyn Fn(usize) -> f64) {
+        let rt = idx
+            .runtimes
+            .iter()
+            .find(|(_, i)| value(*i) > 0.0)
+            .map_or("other", |(rt, _)| *rt);
+        self.runtimes.insert(rt.to_string());
+        for (lib, i) in &idx.libraries {
+            if value(*i) > 0.0 && !self.libraries.contains(lib) {
+                self.libraries.insert(lib.clone());
             }
         }
-        let input = get("input_total_mb");
-        if input.is_finite() {
-            self.input_mb_max = self.input_mb_max.max(input);
+        if let Some(i) = idx.input {
+            let v = value(i);
+            if v.is_finite() {
+                self.input_mb_max = self.input_mb_max.max(v);
+            }
         }
-        if get("arg_numeric_count") > 0.0 {
-            let a = get("arg_max_numeric_log10");
-            if a.is_finite() {
-                self.arg_log10_max = self.arg_log10_max.max(a);
+        if idx.arg_count.is_some_and(|i| value(i) > 0.0) {
+            if let Some(i) = idx.arg_max {
+                let a = value(i);
+                if a.is_finite() {
+                    self.arg_log10_max = self.arg_log10_max.max(a);
+                }
             }
         }
     }

@@ -643,7 +643,18 @@ impl GbtValidParams {
         y: ArrayView1<f64>,
         weights: Option<ArrayView1<f64>>,
     ) -> Result<GbtModel, GbtError> {
-        train::train(self, x, y, weights)
+        train::train(self, x, y, weights, &mut |_, _| {})
+    }
+
+    /// [`GbtValidParams::fit_weighted`] that reports `(trees_done, n_trees)` after each tree.
+    pub fn fit_weighted_with_progress(
+        &self,
+        x: ArrayView2<f64>,
+        y: ArrayView1<f64>,
+        weights: Option<ArrayView1<f64>>,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<GbtModel, GbtError> {
+        train::train(self, x, y, weights, progress)
     }
 }
 

@@ -43,7 +43,9 @@ const FLOORS: [f64; 3] = [0.01, 1.0, 0.01];
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainingRow {
     pub id: i64,
-    pub features: BTreeMap<String, f64>,
+    /// Feature values in the order of the schema the rows were read for (dense: a feature
+    /// the stored row lacks, or a non-finite value, is 0).
+    pub features: Vec<f64>,
     pub outcome: Outcome,
     pub cpu_s: Option<f64>,
     pub rss_mb: Option<f64>,
@@ -153,6 +155,19 @@ fn fit_baseline(x: &[f64], y: &[f64]) -> (f64, f64) {
     (my - b * mx, b)
 }
 
+/// What [`TrainedModel::train`] reports while it works.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrainProgress<'a> {
+    /// Training of a target starts.
+    Target(&'a str),
+    /// `done` of at most `total` trees of `target` are built (early stopping may end sooner).
+    Tree {
+        target: &'a str,
+        done: usize,
+        total: usize,
+    },
+}
+
 /// Training settings.
 #[derive(Debug, Clone)]
 pub struct TrainConfig {
@@ -178,37 +193,47 @@ impl Default for TrainConfig {
 }
 
 impl TrainedModel {
-    /// Train on rows in time order. The latest `calibration_fraction` calibrate the bounds.
+    /// Train on rows in time order (each row's `features` in `schema` order). The latest
+    /// `calibration_fraction` calibrate the bounds.
     pub fn train(
         rows: &[TrainingRow],
         schema: &crate::features::Schema,
         cfg: &TrainConfig,
         version: String,
-        progress: &mut dyn FnMut(&str),
+        progress: &mut dyn FnMut(TrainProgress<'_>),
     ) -> Result<Self, ModelError> {
         let names = &schema.names;
-        let vec_of = |r: &TrainingRow| -> Vec<f64> {
-            names
-                .iter()
-                .map(|n| {
-                    r.features
-                        .get(n)
-                        .copied()
-                        .filter(|v| v.is_finite())
-                        .unwrap_or(0.0)
-                })
-                .collect()
+        let nf = names.len();
+        let at = |r: &TrainingRow, i: Option<usize>| -> f64 {
+            i.and_then(|i| r.features.get(i))
+                .copied()
+                .filter(|v| v.is_finite())
+                .unwrap_or(0.0)
+        };
+        let input_ix = schema.index_of("input_total_mb");
+        let lang_ix = [
+            schema.index_of("lang_python"),
+            schema.index_of("lang_r"),
+            schema.index_of("lang_shell"),
+        ];
+        let fill = |r: &TrainingRow, out: &mut [f64]| {
+            for (o, v) in out
+                .iter_mut()
+                .zip(r.features.iter().chain(std::iter::repeat(&0.0)))
+            {
+                *o = if v.is_finite() { *v } else { 0.0 };
+            }
         };
         let mut targets = Vec::new();
         let mut max_input_mb: f64 = 0.0;
         let mut domain = super::domain::Domain::default();
+        let domain_ix = super::domain::DomainIndex::new(names);
         for r in rows {
-            max_input_mb =
-                max_input_mb.max(r.features.get("input_total_mb").copied().unwrap_or(0.0));
-            domain.observe(names, &|k| r.features.get(k).copied().unwrap_or(0.0));
+            max_input_mb = max_input_mb.max(at(r, input_ix));
+            domain.observe_dense(&domain_ix, &|i| at(r, Some(i)));
         }
         for (t, name) in TARGETS.iter().enumerate() {
-            progress(&format!("training {name}"));
+            progress(TrainProgress::Target(name));
             let usable: Vec<(&TrainingRow, f64)> = rows
                 .iter()
                 .filter_map(|r| r.target(t).map(|y| (r, y.max(FLOORS[t]).ln())))
@@ -224,15 +249,15 @@ impl TrainedModel {
             let (fit_rows, cal_rows) = usable.split_at(usable.len() - n_cal);
             let xs: Vec<f64> = fit_rows
                 .iter()
-                .map(|(r, _)| input_term(r.features.get("input_total_mb").copied().unwrap_or(0.0)))
+                .map(|(r, _)| input_term(at(r, input_ix)))
                 .collect();
             let ys: Vec<f64> = fit_rows.iter().map(|(_, y)| *y).collect();
             let (a, b) = fit_baseline(&xs, &ys);
-            let mut x = Array2::<f64>::zeros((fit_rows.len(), names.len()));
+            let mut x = Array2::<f64>::zeros((fit_rows.len(), nf));
             let mut resid = Array1::<f64>::zeros(fit_rows.len());
-            for (i, (r, y)) in fit_rows.iter().enumerate() {
-                for (j, v) in vec_of(r).into_iter().enumerate() {
-                    x[[i, j]] = v;
+            for (i, ((r, y), mut xr)) in fit_rows.iter().zip(x.outer_iter_mut()).enumerate() {
+                if let Some(out) = xr.as_slice_mut() {
+                    fill(r, out);
                 }
                 resid[i] = y - (a + b * xs[i]);
             }
@@ -245,7 +270,19 @@ impl TrainedModel {
                 .min_samples_leaf((n / 40).clamp(2, 20))
                 .l2(1.0)
                 .check()?;
-            let gbt = params.fit_weighted(x.view(), resid.view(), None)?;
+            let gbt = params.fit_weighted_with_progress(
+                x.view(),
+                resid.view(),
+                None,
+                &mut |done, total| {
+                    progress(TrainProgress::Tree {
+                        target: name,
+                        done,
+                        total,
+                    })
+                },
+            )?;
+            drop(x);
             let mut tm = TargetModel {
                 target: name.to_string(),
                 floor: FLOORS[t],
@@ -258,11 +295,16 @@ impl TrainedModel {
             };
             // Split-conformal: residuals of the calibration rows, by runtime and overall.
             let mut groups: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+            let mut v = vec![0.0; nf];
             for (r, y) in cal_rows {
-                let v = vec_of(r);
-                let pred =
-                    tm.point_log(&v, r.features.get("input_total_mb").copied().unwrap_or(0.0));
-                let get = |k: &str| r.features.get(k).copied().unwrap_or(0.0);
+                fill(r, &mut v);
+                let pred = tm.point_log(&v, at(r, input_ix));
+                let get = |k: &str| match k {
+                    "lang_python" => at(r, lang_ix[0]),
+                    "lang_r" => at(r, lang_ix[1]),
+                    "lang_shell" => at(r, lang_ix[2]),
+                    _ => 0.0,
+                };
                 let res = y - pred;
                 groups.entry("*".into()).or_default().push(res);
                 groups.entry(runtime_of(&get).into()).or_default().push(res);
@@ -436,6 +478,11 @@ mod tests {
         (z >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
     }
 
+    fn set(r: &mut TrainingRow, name: &str, v: f64) {
+        let i = schema().index_of(name).expect("feature in schema");
+        r.features[i] = v;
+    }
+
     fn row(i: usize, input_mb: f64, pandas: bool, rss: f64, outcome: Outcome) -> TrainingRow {
         let mut f = BTreeMap::new();
         f.insert("lang_python".to_string(), 1.0);
@@ -445,7 +492,7 @@ mod tests {
         f.insert("tokens".to_string(), 100.0 + (i % 7) as f64);
         TrainingRow {
             id: i as i64,
-            features: f,
+            features: FeatureVector::from_map(schema(), &f).values,
             outcome,
             cpu_s: Some(0.2 + input_mb * 0.01),
             rss_mb: Some(rss),
@@ -460,7 +507,10 @@ mod tests {
     }
 
     fn vector(s: &Arc<Schema>, r: &TrainingRow) -> FeatureVector {
-        FeatureVector::from_map(s.clone(), &r.features)
+        FeatureVector {
+            schema: s.clone(),
+            values: r.features.clone(),
+        }
     }
 
     fn train(rows: &[TrainingRow]) -> TrainedModel {
@@ -555,14 +605,14 @@ mod tests {
         let mut rows = history(300);
         for i in 0..120 {
             let mut r = row(5000 + i, 80.0, true, 99.0, Outcome::OomKilled);
-            r.features.insert("lib_scanpy_imported".into(), 1.0);
+            set(&mut r, "lib_scanpy_imported", 1.0);
             r.memory_cap_mb = Some(100.0);
             rows.insert(i * 2, r);
         }
         let m = train(&rows);
         let s = schema();
         let mut q = row(0, 80.0, true, 0.0, Outcome::Ok);
-        q.features.insert("lib_scanpy_imported".into(), 1.0);
+        set(&mut q, "lib_scanpy_imported", 1.0);
         let p = m.predict(&vector(&s, &q)).unwrap();
         assert!(
             p.peak_rss_mb > 100.0,

@@ -16,9 +16,20 @@ mod embedded {
     refinery::embed_migrations!("migrations");
 }
 
+mod latest {
+    include!(concat!(env!("OUT_DIR"), "/latest_migration.rs"));
+}
+pub use latest::{LATEST_MIGRATION, MIGRATIONS_FINGERPRINT};
+
+mod export;
+mod features;
 mod history;
 pub mod spool;
+pub use features::decode_into as decode_features_into;
 pub use history::{rfc3339, AttemptTimes, ModelVersionRecord};
+
+/// How many of a key's latest successful runs [`Store::prior_runs`] summarises.
+pub const PRIOR_WINDOW: i64 = 1000;
 
 /// How long a writer waits for another one before giving up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -782,64 +793,116 @@ impl Store {
         Ok(keys)
     }
 
-    /// Actuals of earlier successful runs of the same job key.
+    /// Actuals of the latest [`PRIOR_WINDOW`] successful runs of the same job key: count,
+    /// last, mean and max of each. Read from the covering partial index
+    /// `idx_resource_prediction_prior` (migration V7), newest first and aggregated inside
+    /// SQLite, so a key with 40k runs reads the same bounded index range as one with a
+    /// thousand and no table page of the wide rows.
     pub fn prior_runs(&self, job_key: &str) -> Result<PriorRuns, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT actual_cpu_s, actual_rss_mb, actual_wall_s FROM resource_prediction
-                 WHERE job_key = ?1 AND outcome = 'ok' AND actual_rss_mb IS NOT NULL
-                 ORDER BY id DESC LIMIT 1000",
+                "SELECT count(*), sum(ifnull(c, 0)), sum(r), sum(ifnull(w, 0)),
+                        max(0, max(ifnull(c, 0))), max(0, max(r)), max(0, max(ifnull(w, 0)))
+                 FROM (SELECT actual_cpu_s AS c, actual_rss_mb AS r, actual_wall_s AS w
+                       FROM resource_prediction INDEXED BY idx_resource_prediction_prior
+                       WHERE job_key = ?1 AND outcome = 'ok' AND actual_rss_mb IS NOT NULL
+                       ORDER BY id DESC LIMIT ?2)",
             )
             .map_err(q("reading earlier runs"))?;
-        let rows: Vec<(Option<f64>, f64, Option<f64>)> = stmt
-            .query_map([job_key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .map_err(q("reading earlier runs"))?
-            .collect::<Result<_, _>>()
+        type Agg = (i64, f64, f64, f64, f64, f64, f64);
+        let (n, sc, sr, sw, xc, xr, xw): Agg = stmt
+            .query_row(params![job_key, PRIOR_WINDOW], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get::<_, Option<f64>>(1)?.unwrap_or(0.0),
+                    r.get::<_, Option<f64>>(2)?.unwrap_or(0.0),
+                    r.get::<_, Option<f64>>(3)?.unwrap_or(0.0),
+                    r.get::<_, Option<f64>>(4)?.unwrap_or(0.0),
+                    r.get::<_, Option<f64>>(5)?.unwrap_or(0.0),
+                    r.get::<_, Option<f64>>(6)?.unwrap_or(0.0),
+                ))
+            })
             .map_err(q("reading earlier runs"))?;
-        let mut pr = PriorRuns::default();
-        if rows.is_empty() {
-            return Ok(pr);
+        if n == 0 {
+            return Ok(PriorRuns::default());
         }
-        let n = rows.len() as f64;
-        pr.count = rows.len() as u32;
-        let (c0, r0, w0) = rows[0];
-        pr.last_cpu_s = c0.unwrap_or(0.0);
-        pr.last_rss_mb = r0;
-        pr.last_wall_s = w0.unwrap_or(0.0);
-        for (c, r, w) in &rows {
-            let (c, w) = (c.unwrap_or(0.0), w.unwrap_or(0.0));
-            pr.mean_cpu_s += c / n;
-            pr.mean_rss_mb += r / n;
-            pr.mean_wall_s += w / n;
-            pr.max_cpu_s = pr.max_cpu_s.max(c);
-            pr.max_rss_mb = pr.max_rss_mb.max(*r);
-            pr.max_wall_s = pr.max_wall_s.max(w);
-        }
-        Ok(pr)
+        let mut last = self
+            .conn
+            .prepare_cached(
+                "SELECT actual_cpu_s, actual_rss_mb, actual_wall_s
+                 FROM resource_prediction INDEXED BY idx_resource_prediction_prior
+                 WHERE job_key = ?1 AND outcome = 'ok' AND actual_rss_mb IS NOT NULL
+                 ORDER BY id DESC LIMIT 1",
+            )
+            .map_err(q("reading earlier runs"))?;
+        let (c0, r0, w0): (Option<f64>, f64, Option<f64>) = last
+            .query_row([job_key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(q("reading earlier runs"))?;
+        let nf = n as f64;
+        Ok(PriorRuns {
+            count: n as u32,
+            last_cpu_s: c0.unwrap_or(0.0),
+            mean_cpu_s: sc / nf,
+            max_cpu_s: xc,
+            last_rss_mb: r0,
+            mean_rss_mb: sr / nf,
+            max_rss_mb: xr,
+            last_wall_s: w0.unwrap_or(0.0),
+            mean_wall_s: sw / nf,
+            max_wall_s: xw,
+        })
     }
 
-    /// Settled attempts usable for training (ok, and censored oom_killed / timed_out), oldest
-    /// first.
-    pub fn training_rows(&self) -> Result<Vec<crate::model::trained::TrainingRow>, StoreError> {
+    /// How many settled attempts are usable for training (ok, oom_killed, timed_out);
+    /// counted on the `outcome` index of migration V7, not on the wide rows.
+    pub fn count_training_rows(&self) -> Result<usize, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM resource_prediction INDEXED BY idx_resource_prediction_outcome
+                 WHERE outcome IN ('ok', 'oom_killed', 'timed_out')",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n.max(0) as usize)
+            .map_err(q("counting training rows"))
+    }
+
+    /// The latest `limit` settled attempts usable for training (ok, and censored oom_killed /
+    /// timed_out), oldest first, each row's features decoded straight into a dense vector in
+    /// the order of `names` (no per-row map; a feature the row lacks is 0).
+    pub fn training_rows(
+        &self,
+        names: &[String],
+        limit: usize,
+    ) -> Result<Vec<crate::model::trained::TrainingRow>, StoreError> {
+        let index: std::collections::HashMap<&str, usize> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), i))
+            .collect();
         let mut stmt = self
             .conn
             .prepare(
                 "SELECT id, features, outcome, actual_cpu_s, actual_rss_mb, actual_wall_s,
                         applied_memory_mb, applied_timeout_s, memory_enforced
                  FROM resource_prediction
-                 WHERE outcome IN ('ok', 'oom_killed', 'timed_out') ORDER BY id",
+                 WHERE outcome IN ('ok', 'oom_killed', 'timed_out') ORDER BY id DESC LIMIT ?1",
             )
             .map_err(q("reading training rows"))?;
-        let rows = stmt
-            .query_map([], |r| {
-                let features: String = r.get(1)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut rows = stmt
+            .query_map([limit], |r| {
+                let mut features = vec![0.0; names.len()];
+                if let rusqlite::types::ValueRef::Text(t) = r.get_ref(1)? {
+                    features::decode_into(t, &index, &mut features);
+                }
                 let outcome: String = r.get(2)?;
                 let enforced: i64 = r.get(8)?;
                 let cap: Option<i64> = r.get(6)?;
                 Ok(crate::model::trained::TrainingRow {
                     id: r.get(0)?,
-                    features: serde_json::from_str(&features).unwrap_or_default(),
+                    features,
                     outcome: Outcome::parse(&outcome).unwrap_or(Outcome::Failed),
                     cpu_s: r.get(3)?,
                     rss_mb: r.get(4)?,
@@ -851,6 +914,7 @@ impl Store {
             .map_err(q("reading training rows"))?
             .collect::<Result<Vec<_>, _>>()
             .map_err(q("reading training rows"))?;
+        rows.reverse();
         Ok(rows)
     }
 
@@ -1099,11 +1163,34 @@ impl Store {
     }
 }
 
+/// The fast path of [`prepare`]: true when the file is already in WAL mode and
+/// `PRAGMA user_version` equals [`MIGRATIONS_FINGERPRINT`] (a hash of every embedded
+/// migration's name and text, so a migration merged with a lower number than the latest
+/// still changes it). `user_version` is written only after refinery has applied every
+/// embedded migration (under the migrate lock), so a process that reads this binary's
+/// fingerprint has nothing to migrate and need not build refinery's runner (whose
+/// migration-name regex alone cost 4.1 M instructions per command). Any error or other
+/// value sends the caller to the full, locked path.
+fn up_to_date(conn: &Connection) -> bool {
+    let version = conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0));
+    let mode = conn.pragma_query_value(None, "journal_mode", |r| r.get::<_, String>(0));
+    matches!((version, mode), (Ok(v), Ok(m)) if v == MIGRATIONS_FINGERPRINT && m.eq_ignore_ascii_case("wal"))
+}
+
 /// Switch to WAL and run the embedded migrations, serialised across processes with an
 /// advisory file lock: changing the journal mode of a new file while another process opens
 /// it fails with "database is locked" without consulting the busy handler, and refinery's
-/// runner is not safe against two processes migrating a new file at once.
+/// runner is not safe against two processes migrating a new file at once. An up-to-date
+/// file (see [`up_to_date`]) skips the lock and refinery.
 fn prepare(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    if up_to_date(conn) {
+        return conn
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(|e| StoreError::Open {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            });
+    }
     let lock_path = {
         let mut s = path.as_os_str().to_owned();
         s.push(".migrate-lock");
@@ -1128,14 +1215,18 @@ fn prepare(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
             reason: format!("cannot lock {}", lock_path.display()),
         });
     }
+    let migrate_err = |reason: String| StoreError::Migrate {
+        path: path.to_owned(),
+        reason,
+    };
     let res = set_wal(conn, path).and_then(|_| {
         embedded::migrations::runner()
             .run(conn)
-            .map(|_| ())
-            .map_err(|e| StoreError::Migrate {
-                path: path.to_owned(),
-                reason: crate::config::one_line(&e.to_string()),
-            })
+            .map_err(|e| migrate_err(crate::config::one_line(&e.to_string())))?;
+        // refinery returned Ok: every embedded migration is applied and none it does not
+        // know of (it refuses missing and divergent ones), so the next open may skip it.
+        conn.pragma_update(None, "user_version", MIGRATIONS_FINGERPRINT)
+            .map_err(|e| migrate_err(format!("cannot record the schema version: {e}")))
     });
     drop(lock);
     res
@@ -1189,6 +1280,191 @@ mod tests {
             .mode()
             & 0o777;
         assert_eq!(dmode, 0o700);
+    }
+
+    fn user_version(s: &Store) -> i64 {
+        s.conn()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn latest_migration_matches_the_embedded_list() {
+        let max = embedded::migrations::runner()
+            .get_migrations()
+            .iter()
+            .map(|m| i64::from(m.version()))
+            .max()
+            .unwrap();
+        assert_eq!(LATEST_MIGRATION, max);
+        assert!(MIGRATIONS_FINGERPRINT > 0 && MIGRATIONS_FINGERPRINT <= i64::from(i32::MAX));
+    }
+
+    #[test]
+    fn an_up_to_date_store_skips_refinery_and_an_old_one_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("presize.db");
+        let s = Store::open(&p).unwrap();
+        assert_eq!(user_version(&s), MIGRATIONS_FINGERPRINT);
+        // Proof that the second open does not run refinery: a history row refinery would
+        // refuse (an applied migration this binary does not have) goes unnoticed.
+        s.conn()
+            .execute(
+                "INSERT INTO refinery_schema_history (version, name, applied_on, checksum)
+                 VALUES (9999, 'future', '2026-12-03T00:00:00Z', '1')",
+                [],
+            )
+            .unwrap();
+        drop(s);
+        drop(Store::open(&p).unwrap());
+        // With user_version cleared (a store last migrated by an older presize), the full
+        // path runs and refuses the unknown migration, as before.
+        Connection::open(&p)
+            .unwrap()
+            .pragma_update(None, "user_version", 0)
+            .unwrap();
+        let e = Store::open(&p).unwrap_err().to_string();
+        assert!(e.contains("could not be migrated"), "{e}");
+        // Without it, the full path records the version again.
+        let c = Connection::open(&p).unwrap();
+        c.execute(
+            "DELETE FROM refinery_schema_history WHERE version = 9999",
+            [],
+        )
+        .unwrap();
+        drop(c);
+        assert_eq!(
+            user_version(&Store::open(&p).unwrap()),
+            MIGRATIONS_FINGERPRINT
+        );
+    }
+
+    #[test]
+    fn concurrent_first_opens_all_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("presize.db");
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let p = p.clone();
+                std::thread::spawn(move || Store::open(&p).map(|s| user_version(&s)))
+            })
+            .collect();
+        for h in handles {
+            assert_eq!(h.join().unwrap().unwrap(), MIGRATIONS_FINGERPRINT);
+        }
+    }
+
+    fn insert_run(
+        s: &Store,
+        key: &str,
+        outcome: &str,
+        c: Option<f64>,
+        r: Option<f64>,
+        w: Option<f64>,
+    ) {
+        s.conn()
+            .execute(
+                "INSERT INTO resource_prediction (job_id, job_key, runtime, command, features,
+                    schema_hash, model_version, host, predicted_at, settled_at, outcome,
+                    actual_cpu_s, actual_rss_mb, actual_wall_s)
+                 VALUES ('j', ?1, 'python', '[]', '{}', 'h', 'm', 'h', 't', 't', ?2, ?3, ?4, ?5)",
+                params![key, outcome, c, r, w],
+            )
+            .unwrap();
+    }
+
+    #[test]
+    fn prior_runs_summarise_the_latest_window_from_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("presize.db")).unwrap();
+        assert_eq!(s.prior_runs("k").unwrap(), PriorRuns::default());
+        // 1,300 ok runs of k (some without cpu/wall), others interleaved that must not count.
+        let mut want: Vec<(f64, f64, f64)> = Vec::new();
+        for i in 0..1300 {
+            let c = (i % 7 != 0).then_some(i as f64 * 0.5);
+            let r = 100.0 + (i * 37 % 101) as f64;
+            let w = (i % 5 != 0).then_some(1.0 + (i % 13) as f64);
+            insert_run(&s, "k", "ok", c, Some(r), w);
+            want.push((c.unwrap_or(0.0), r, w.unwrap_or(0.0)));
+            insert_run(&s, "k", "failed", Some(1e6), Some(1e6), Some(1e6));
+            insert_run(&s, "k", "ok", Some(1e6), None, Some(1e6));
+            insert_run(&s, "other", "ok", Some(1e6), Some(1e6), Some(1e6));
+        }
+        let win: Vec<_> = want.iter().rev().take(PRIOR_WINDOW as usize).collect();
+        let n = win.len() as f64;
+        let got = s.prior_runs("k").unwrap();
+        assert_eq!(got.count, PRIOR_WINDOW as u32);
+        let last = want[want.len() - 1];
+        assert_eq!((got.last_cpu_s, got.last_rss_mb, got.last_wall_s), last);
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
+        assert!(close(
+            got.mean_cpu_s,
+            win.iter().map(|v| v.0).sum::<f64>() / n
+        ));
+        assert!(close(
+            got.mean_rss_mb,
+            win.iter().map(|v| v.1).sum::<f64>() / n
+        ));
+        assert!(close(
+            got.mean_wall_s,
+            win.iter().map(|v| v.2).sum::<f64>() / n
+        ));
+        assert_eq!(got.max_cpu_s, win.iter().map(|v| v.0).fold(0.0, f64::max));
+        assert_eq!(got.max_rss_mb, win.iter().map(|v| v.1).fold(0.0, f64::max));
+        assert_eq!(got.max_wall_s, win.iter().map(|v| v.2).fold(0.0, f64::max));
+        // The plan: the covering index, no sort, no table access.
+        let plan: Vec<String> = s
+            .conn()
+            .prepare(
+                "EXPLAIN QUERY PLAN SELECT actual_cpu_s, actual_rss_mb, actual_wall_s
+                 FROM resource_prediction INDEXED BY idx_resource_prediction_prior
+                 WHERE job_key = 'k' AND outcome = 'ok' AND actual_rss_mb IS NOT NULL
+                 ORDER BY id DESC LIMIT 1000",
+            )
+            .unwrap()
+            .query_map([], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let plan = plan.join(" | ");
+        assert!(
+            plan.contains("COVERING INDEX idx_resource_prediction_prior"),
+            "{plan}"
+        );
+        assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+    }
+
+    #[test]
+    fn training_rows_are_the_latest_dense_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("presize.db")).unwrap();
+        for i in 0..10 {
+            let outcome = if i == 3 { "failed" } else { "ok" };
+            s.conn()
+                .execute(
+                    "INSERT INTO resource_prediction (job_id, job_key, runtime, command,
+                        features, schema_hash, model_version, host, predicted_at, settled_at,
+                        outcome, actual_rss_mb)
+                     VALUES ('j', 'k', 'python', '[]', ?1, 'h', 'm', 'h', 't', 't', ?2, 1)",
+                    params![format!(r#"{{"b": {i}, "x": 1, "a": 0.5}}"#), outcome],
+                )
+                .unwrap();
+        }
+        assert_eq!(s.count_training_rows().unwrap(), 9);
+        let names = vec!["a".to_string(), "b".to_string(), "c".to_string()];
+        let rows = s.training_rows(&names, 4).unwrap();
+        let got: Vec<_> = rows.iter().map(|r| r.features.clone()).collect();
+        assert_eq!(
+            got,
+            vec![
+                vec![0.5, 6.0, 0.0],
+                vec![0.5, 7.0, 0.0],
+                vec![0.5, 8.0, 0.0],
+                vec![0.5, 9.0, 0.0]
+            ]
+        );
+        assert!(rows.windows(2).all(|w| w[0].id < w[1].id));
+        assert_eq!(s.training_rows(&names, 100).unwrap().len(), 9);
     }
 
     #[test]

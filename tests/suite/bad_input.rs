@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use presize::features::{Catalog, Schema};
+use presize::features::{Catalog, FeatureVector, Schema};
 use presize::job::Outcome;
 use presize::model::trained::{TrainConfig, TrainedModel, TrainingRow};
 
@@ -64,7 +64,7 @@ fn model_file(env: &Env) -> std::path::PathBuf {
             f.insert("input_total_mb".to_string(), (i % 10) as f64);
             TrainingRow {
                 id: i,
-                features: f,
+                features: FeatureVector::from_map(schema.clone(), &f).values,
                 outcome: Outcome::Ok,
                 cpu_s: Some(1.0 + (i % 10) as f64),
                 rss_mb: Some(50.0 + 5.0 * (i % 10) as f64),

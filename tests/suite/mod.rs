@@ -3,6 +3,7 @@ mod bad_input;
 mod cgroups;
 mod concurrency;
 mod crash;
+mod export;
 mod forecast;
 mod forecast_learn;
 mod learning;

@@ -198,8 +198,11 @@ fn keeps_a_better_current_model_unless_forced() {
     seed(&env, 160, 40, 2.0);
     let era_b = Env::new();
     seed(&era_b, 1000, 200, 2.0);
-    let rows = Store::open(&era_b.db).unwrap().training_rows().unwrap();
     let schema = Arc::new(Schema::for_catalog(&Catalog::builtin()));
+    let rows = Store::open(&era_b.db)
+        .unwrap()
+        .training_rows(&schema.names, usize::MAX)
+        .unwrap();
     let current = TrainedModel::train(
         &rows,
         &schema,
@@ -216,4 +219,37 @@ fn keeps_a_better_current_model_unless_forced() {
     let v = retrain(&env, &["--force"]);
     assert_eq!(v["status"], "promoted");
     assert_ne!(predict(&env)["model_version"], "gbt-era-b");
+}
+
+#[test]
+fn trains_on_the_latest_max_train_rows_only() {
+    let env = Env::with_config("[model]\nmax_train_rows = 150\n");
+    // 100 old rows of another era (10× the memory), then 200 current ones: only the latest
+    // 150 are read, so the model knows the current era alone.
+    seed(&env, 0, 100, 10.0);
+    seed(&env, 100, 200, 1.0);
+    let v = retrain(&env, &[]);
+    assert_eq!(v["status"], "promoted", "{v}");
+    assert_eq!(v["settled_rows"], 300);
+    assert_eq!(v["used_rows"], 150);
+    assert_eq!(v["train_rows"], 120);
+    assert_eq!(v["holdout_rows"], 30);
+    let cand = &v["candidate"]["targets"][1];
+    assert!(cand["mape"].as_f64().unwrap() < 0.15, "{cand}");
+    let o = env.run(&["retrain"]);
+    assert!(
+        stdout(&o).contains("(the latest 150: [model] max_train_rows)"),
+        "{}",
+        stdout(&o)
+    );
+    // Below the fewest rows retrain trains on: a config error, exit 2 per DESIGN.md.
+    let bad = Env::with_config("[model]\nmax_train_rows = 5\n");
+    let o = bad.run(&["retrain"]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("max_train_rows"));
 }

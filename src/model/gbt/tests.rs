@@ -341,3 +341,75 @@ fn reference_accuracy() {
     println!("reference holdout RMSE = {rmse:.6}");
     assert!((rmse / REFERENCE_RMSE - 1.0).abs() <= 0.05, "rmse {rmse}");
 }
+
+#[test]
+fn lane_histograms_equal_a_plain_sum() {
+    // Large node (lanes) and small node (one histogram), low- and high-cardinality features.
+    let mut g = Lcg(7);
+    let (n, nf) = (10_003, 3);
+    let nbins = [2, 5, 256];
+    let bins: Vec<u8> = (0..n * nf)
+        .map(|i| (g.next() * nbins[i % nf] as f64) as u8)
+        .collect();
+    let gh: Vec<[f64; 2]> = (0..n).map(|_| [g.next() - 0.5, 1.0]).collect();
+    for rows in [(0..n).rev().collect::<Vec<_>>(), (0..100).collect()] {
+        let h = super::train::hist_for_test(&bins, nf, &nbins, &rows, &gh);
+        let mut want = vec![[[0.0f64; 2]; 256]; nf];
+        for &r in &rows {
+            for f in 0..nf {
+                let e = &mut want[f][bins[r * nf + f] as usize];
+                e[0] += gh[r][0];
+                e[1] += gh[r][1];
+            }
+        }
+        for f in 0..nf {
+            for b in 0..256 {
+                let (a, w) = (h[f][b], want[f][b]);
+                assert!((a[0] - w[0]).abs() < 1e-9, "f{f} b{b}: {a:?} vs {w:?}");
+                assert_eq!(a[1], w[1], "f{f} b{b}: hessian counts are exact");
+            }
+        }
+    }
+}
+
+#[test]
+fn constant_columns_are_skipped_without_changing_the_model() {
+    // Informative columns 0..3 with constant columns around them: same trees, and split
+    // features point at the right original columns.
+    let n = 6000;
+    let mut g = Lcg(11);
+    let inf = Array2::from_shape_fn((n, 3), |(_, j)| (g.next() * (2 + 3 * j) as f64).floor());
+    let y: Vec<f64> = inf
+        .outer_iter()
+        .map(|r| r[0] * 5.0 + r[1] * 2.0 - r[2] + g.next())
+        .collect();
+    let wide = Array2::from_shape_fn((n, 8), |(i, j)| match j {
+        1 => inf[[i, 0]],
+        4 => inf[[i, 1]],
+        6 => inf[[i, 2]],
+        7 => 42.0,
+        _ => 0.0,
+    });
+    let p = GbtParams::new().n_trees(20).check().unwrap();
+    let narrow_m = p
+        .fit_weighted(inf.view(), Array1::from(y.clone()).view(), None)
+        .unwrap();
+    let mut trees_seen = 0;
+    let wide_m = p
+        .fit_weighted_with_progress(wide.view(), Array1::from(y).view(), None, &mut |d, t| {
+            assert_eq!((d, t), (trees_seen + 1, 20));
+            trees_seen = d;
+        })
+        .unwrap();
+    assert_eq!(trees_seen, 20);
+    for i in (0..n).step_by(97) {
+        let a = narrow_m.predict_row(&[inf[[i, 0]], inf[[i, 1]], inf[[i, 2]]]);
+        let b = wide_m.predict_row(wide.row(i).as_slice().unwrap());
+        assert_eq!(a.to_bits(), b.to_bits(), "row {i}");
+    }
+    let imp = wide_m.feature_importance();
+    for j in [0, 2, 3, 5, 7] {
+        assert_eq!(imp[j], 0.0, "constant column {j} has importance");
+    }
+    assert!(imp[1] > 0.0 && imp[4] > 0.0);
+}

@@ -6,6 +6,16 @@ use ndarray::{ArrayView1, ArrayView2};
 /// Memory kept for cached per-leaf histograms while growing one tree.
 const HIST_BUDGET_BYTES: usize = 256 << 20;
 
+/// Independent partial histograms a large node's rows are spread over (row `k` of the node
+/// adds into lane `k % LANES`), merged in lane order afterwards. On presize's own features
+/// most columns take two to five values, so consecutive rows add into the same histogram
+/// cell and, with one histogram, every add waits for the previous one; with four lanes four
+/// such chains run side by side. Deterministic: the same rows give the same sums.
+const LANES: usize = 4;
+/// Nodes with fewer rows use one histogram (zeroing and merging the lanes would cost more
+/// than the chains).
+const LANE_MIN_ROWS: usize = 4096;
+
 /// Per feature, per bin: `[sum grad, sum hess]`, plus row counts when the weights are not
 /// all 1 (with unit weights the hessian sum *is* the count, exactly).
 struct Hist {
@@ -94,10 +104,17 @@ struct Leaf {
 
 struct Grower<'a> {
     c: &'a Config,
+    /// Row-major bins of the *active* (non-constant) features only.
     bins: &'a [u8],
+    /// Number of active features; split feature indices below are active indices.
     nf: usize,
+    /// Lane histograms for large nodes: `LANES × nf` feature histograms.
+    lanes: Vec<[[f64; 2]; 256]>,
     nbins: Vec<usize>,
+    /// Cut points per active feature.
     cuts: &'a [Vec<f64>],
+    /// Original column of each active feature.
+    active: &'a [usize],
     counts: bool,
     idx: Vec<usize>,
     scratch: Vec<usize>,
@@ -114,16 +131,65 @@ impl Grower<'_> {
         });
         h.gh.iter_mut().for_each(|f| f.fill([0.0; 2]));
         h.n.iter_mut().for_each(|f| f.fill(0));
-        for &r in &self.idx[start..end] {
-            let [g, hs] = gh[r];
-            let row = &self.bins[r * self.nf..(r + 1) * self.nf];
-            for (hf, &b) in h.gh.iter_mut().zip(row) {
-                let e = &mut hf[b as usize];
-                e[0] += g;
-                e[1] += hs;
+        let nf = self.nf;
+        let rows = &self.idx[start..end];
+        if rows.len() < LANE_MIN_ROWS || nf == 0 {
+            for &r in rows {
+                let [g, hs] = gh[r];
+                let row = &self.bins[r * nf..(r + 1) * nf];
+                for (hf, &b) in h.gh.iter_mut().zip(row) {
+                    let e = &mut hf[b as usize];
+                    e[0] += g;
+                    e[1] += hs;
+                }
             }
-            for (nf, &b) in h.n.iter_mut().zip(row) {
-                nf[b as usize] += 1;
+        } else {
+            if self.lanes.len() != LANES * nf {
+                self.lanes = vec![[[0.0; 2]; 256]; LANES * nf];
+            }
+            for (f, &nb) in self.nbins.iter().enumerate() {
+                for lane in 0..LANES {
+                    self.lanes[lane * nf + f][..nb].fill([0.0; 2]);
+                }
+            }
+            let mut chunks = rows.chunks_exact(LANES);
+            for chunk in &mut chunks {
+                for (lane, &r) in chunk.iter().enumerate() {
+                    let [g, hs] = gh[r];
+                    let row = &self.bins[r * nf..(r + 1) * nf];
+                    let lh = &mut self.lanes[lane * nf..(lane + 1) * nf];
+                    for (hf, &b) in lh.iter_mut().zip(row) {
+                        let e = &mut hf[b as usize];
+                        e[0] += g;
+                        e[1] += hs;
+                    }
+                }
+            }
+            for &r in chunks.remainder() {
+                let [g, hs] = gh[r];
+                let row = &self.bins[r * nf..(r + 1) * nf];
+                for (hf, &b) in self.lanes[..nf].iter_mut().zip(row) {
+                    let e = &mut hf[b as usize];
+                    e[0] += g;
+                    e[1] += hs;
+                }
+            }
+            for (f, &nb) in self.nbins.iter().enumerate() {
+                let out = &mut h.gh[f][..nb];
+                for lane in 0..LANES {
+                    for (o, e) in out.iter_mut().zip(&self.lanes[lane * nf + f][..nb]) {
+                        o[0] += e[0];
+                        o[1] += e[1];
+                    }
+                }
+            }
+        }
+        if !h.n.is_empty() {
+            for &r in rows {
+                let row = &self.bins[r * nf..(r + 1) * nf];
+                for (nf, &b) in h.n.iter_mut().zip(row) {
+                    nf[b as usize] += 1;
+                }
             }
         }
         h
@@ -223,12 +289,12 @@ impl Grower<'_> {
                 nr += 1 - left;
             }
             self.idx[start + nl..end].copy_from_slice(&self.scratch[..nr]);
-            imp[s.feature] += s.gain;
+            imp[self.active[s.feature]] += s.gain;
             let k = nodes.len();
             let j = leaves.len();
             nodes.push(RawNode {
                 threshold: self.cuts[s.feature][s.bin],
-                feature: s.feature as u32,
+                feature: self.active[s.feature] as u32,
                 left: i as u32 | LEAF,
                 right: j as u32 | LEAF,
             });
@@ -308,11 +374,13 @@ impl Grower<'_> {
     }
 }
 
+/// Fit; `progress(trees_done, n_trees)` is called after each tree.
 pub(super) fn train(
     params: &GbtValidParams,
     x: ArrayView2<f64>,
     y: ArrayView1<f64>,
     w: Option<ArrayView1<f64>>,
+    progress: &mut dyn FnMut(usize, usize),
 ) -> Result<GbtModel, GbtError> {
     let c = &params.0;
     let (n, nf) = x.dim();
@@ -367,21 +435,39 @@ pub(super) fn train(
         return Err(GbtError::ZeroValidationWeight);
     }
 
-    // Quantise.
+    // Quantise. A feature with one value among the training rows has no cut and can never
+    // split, so it is left out of the bin matrix and the histograms (on a real presize
+    // history most of the 80 features are constant); `active` maps back to the columns.
     let mut cuts = Vec::with_capacity(nf);
-    let mut bins = vec![0u8; m * nf];
+    let mut active = Vec::with_capacity(nf);
     let mut col = vec![0.0; m];
+    let mut sorted = vec![0.0; m];
+    let mut col_bins: Vec<Vec<u8>> = Vec::new();
     for f in 0..nf {
         for (v, &r) in col.iter_mut().zip(&rows) {
             *v = x[[r, f]];
         }
-        let mut sorted = col.clone();
+        sorted.copy_from_slice(&col);
         let cf = bin_edges(&mut sorted, c.max_bins);
-        for (k, v) in col.iter().enumerate() {
-            bins[k * nf + f] = cf.partition_point(|t| t < v) as u8;
+        if cf.is_empty() {
+            continue;
         }
+        col_bins.push(
+            col.iter()
+                .map(|v| cf.partition_point(|t| t < v) as u8)
+                .collect(),
+        );
         cuts.push(cf);
+        active.push(f);
     }
+    let na = active.len();
+    let mut bins = vec![0u8; m * na];
+    for (j, cb) in col_bins.iter().enumerate() {
+        for (k, &b) in cb.iter().enumerate() {
+            bins[k * na + j] = b;
+        }
+    }
+    drop(col_bins);
 
     let yt: Vec<f64> = rows.iter().map(|&r| y[r]).collect();
     let wt: Vec<f64> = rows.iter().map(|&r| weight(r)).collect();
@@ -410,13 +496,15 @@ pub(super) fn train(
         }
     };
 
-    let hist_bytes = (nf * 256 * 20).max(1);
+    let hist_bytes = (na * 256 * 20).max(1);
     let mut grower = Grower {
         c,
         bins: &bins,
-        nf,
+        nf: na,
+        lanes: Vec::new(),
         nbins: cuts.iter().map(|c| c.len() + 1).collect(),
         cuts: &cuts,
+        active: &active,
         counts: wt.iter().any(|&v| v != 1.0),
         idx: Vec::with_capacity(m),
         scratch: Vec::with_capacity(m),
@@ -457,6 +545,7 @@ pub(super) fn train(
         }
         trees.push(Tree::assemble(&nodes, &values));
         tree_imp.push(imp);
+        progress(t + 1, c.n_trees);
         if n_val > 0 {
             let tree = &trees[t];
             let mut sum = 0.0;
@@ -491,4 +580,34 @@ pub(super) fn train(
         validation_loss: val_loss,
         importance,
     })
+}
+
+/// The per-feature `[sum grad, sum hess]` histogram of `rows` as [`Grower::hist`] builds it
+/// (lanes for large row sets), for tests against a plain sum.
+#[cfg(test)]
+pub(super) fn hist_for_test(
+    bins: &[u8],
+    nf: usize,
+    nbins: &[usize],
+    rows: &[usize],
+    gh: &[[f64; 2]],
+) -> Vec<[[f64; 2]; 256]> {
+    let c = Config::default();
+    let cuts = vec![Vec::new(); nf];
+    let active: Vec<usize> = (0..nf).collect();
+    let mut g = Grower {
+        c: &c,
+        bins,
+        nf,
+        lanes: Vec::new(),
+        nbins: nbins.to_vec(),
+        cuts: &cuts,
+        active: &active,
+        counts: false,
+        idx: rows.to_vec(),
+        scratch: Vec::new(),
+        pool: Vec::new(),
+        max_live: 2,
+    };
+    g.hist(0, rows.len(), gh).gh
 }
