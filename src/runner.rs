@@ -18,6 +18,7 @@ use crate::features::{self, Catalog, Extracted, FeatureRequest, PriorRuns, ScanO
 use crate::job::{JobSpec, Outcome};
 use crate::model::{Prediction, Predictor};
 use crate::policy::{self, Decision, Limits, Policy, Rejection};
+use crate::provenance::{self, LimitSource, LimitSources, Overrides};
 use crate::store::{NewPrediction, Settlement, Store};
 
 /// Everything decided about a job before it runs.
@@ -60,6 +61,8 @@ pub struct RunReport {
     /// SLURM job ids of the submitted attempts (SLURM backend only).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub slurm_job_ids: Vec<String>,
+    /// Where the first attempt's limits came from (`None` for a rejected job).
+    pub sources: Option<LimitSources>,
 }
 
 /// Per-run overrides from the command line.
@@ -298,6 +301,8 @@ impl JobRows {
                 prediction: plan.prediction.clone(),
                 predicted: unset,
                 applied: None,
+                memory_source: None,
+                timeout_source: None,
                 memory_enforced,
                 dry_run,
                 backend: backend.to_string(),
@@ -311,7 +316,14 @@ impl JobRows {
         }
     }
 
-    /// The row of one attempt (or of a rejection).
+    /// Record where the applied limits came from (every later attempt row carries them).
+    pub(crate) fn set_sources(&mut self, s: &LimitSources) {
+        self.base.memory_source = Some(s.memory);
+        self.base.timeout_source = Some(s.timeout);
+    }
+
+    /// The row of one attempt (or of a rejection). The `enforced` column is 1 only when the
+    /// memory cap in force came from the prediction.
     pub(crate) fn row(
         &self,
         predicted: Limits,
@@ -319,8 +331,12 @@ impl JobRows {
         attempt: u32,
         rejected: bool,
     ) -> NewPrediction {
+        let from_prediction = self.base.memory_source == Some(LimitSource::Predicted);
         NewPrediction {
-            predicted,
+            predicted: Limits {
+                enforced: predicted.enforced && from_prediction,
+                ..predicted
+            },
             applied,
             memory_enforced: applied.is_some() && self.base.memory_enforced,
             attempt,
@@ -351,17 +367,37 @@ pub(crate) fn reject(
         exit_code: exit_codes::REJECTED,
         plan,
         slurm_job_ids: Vec::new(),
+        sources: None,
     })
 }
 
-/// Apply `--timeout` / `--memory-mb`.
-pub(crate) fn apply_overrides(applied: &mut Limits, opts: &RunOptions) {
+/// Apply `--timeout` / `--memory-mb` to the decision's applied limits and say where each
+/// resulting limit came from. `run` (local and SLURM) and `predict` all call this, so
+/// `predict` shows what `run` enforces.
+pub fn apply_overrides(
+    applied: &mut Limits,
+    opts: &RunOptions,
+    prediction: &Prediction,
+    policy: &Policy,
+    budget_mb: u64,
+    dry_run: bool,
+) -> LimitSources {
     if let Some(t) = opts.timeout_s {
         applied.timeout_s = t.max(1);
     }
     if let Some(m) = opts.memory_mb {
         applied.memory_limit_mb = m.max(1);
     }
+    provenance::infer(
+        prediction,
+        policy,
+        budget_mb,
+        dry_run,
+        Overrides {
+            memory: opts.memory_mb.is_some(),
+            timeout: opts.timeout_s.is_some(),
+        },
+    )
 }
 
 /// The limits of the next attempt after one that ended with `outcome`, or `None` when it is
@@ -440,7 +476,7 @@ pub fn run(
     let job_id = new_job_id();
     let host = hostname();
     let my_pid = std::process::id();
-    let rows = JobRows::new(
+    let mut rows = JobRows::new(
         spec,
         &plan,
         &job_id,
@@ -456,7 +492,15 @@ pub fn run(
         }
         Decision::Run { predicted, applied } => (*predicted, *applied),
     };
-    apply_overrides(&mut applied, opts);
+    let sources = apply_overrides(
+        &mut applied,
+        opts,
+        &plan.prediction,
+        settings.policy(),
+        settings.host_budget_mb,
+        dry_run,
+    );
+    rows.set_sources(&sources);
     if !exec.enforces_memory() {
         if let Some(why) = exec.why_unenforced() {
             progress(&format!(
@@ -477,18 +521,19 @@ pub fn run(
     loop {
         let id = store.insert_prediction(&rows.row(predicted, Some(applied), attempt, false))?;
         progress(&format!(
-            "attempt {attempt}: memory cap {} MB{}, timeout {} s{}",
+            "attempt {attempt}: memory cap {} MB ({}{}), timeout {} s ({}){}",
             applied.memory_limit_mb,
+            sources.memory,
             if exec.enforces_memory() {
                 ""
             } else {
-                " (not enforced)"
+                ", not enforced"
             },
             applied.timeout_s,
-            if dry_run {
-                " (dry run: static defaults)"
-            } else {
-                ""
+            sources.timeout,
+            match (&sources.reason, attempt) {
+                (Some(r), 1) => format!(" — {r}"),
+                _ => String::new(),
             }
         ));
         let req = ExecRequest {
@@ -513,7 +558,7 @@ pub fn run(
             Ok(r) => r,
             Err(e) => {
                 let outcome = match e {
-                    AdmissionError::QueueTimeout { .. } => Outcome::Rejected,
+                    AdmissionError::QueueTimeout { .. } => Outcome::QueueTimeout,
                     _ => Outcome::Failed,
                 };
                 let _ = store.settle(id, &unrun(outcome));
@@ -612,5 +657,6 @@ pub fn run(
         exit_code,
         plan,
         slurm_job_ids: Vec::new(),
+        sources: Some(sources),
     })
 }

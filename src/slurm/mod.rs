@@ -367,7 +367,7 @@ pub fn run(
         progress(&format!("warning: {w}"));
     }
     let job_id = runner::new_job_id();
-    let rows = JobRows::new(spec, &plan, &job_id, BACKEND, enforced, dry_run);
+    let mut rows = JobRows::new(spec, &plan, &job_id, BACKEND, enforced, dry_run);
     let (predicted, mut applied) = match &plan.decision {
         Decision::Reject(r) => {
             let r = r.clone();
@@ -379,7 +379,15 @@ pub fn run(
         }
         Decision::Run { predicted, applied } => (*predicted, *applied),
     };
-    runner::apply_overrides(&mut applied, opts);
+    let sources = runner::apply_overrides(
+        &mut applied,
+        opts,
+        &plan.prediction,
+        cluster.policy(),
+        cluster.host_budget_mb,
+        dry_run,
+    );
+    rows.set_sources(&sources);
     if !enforced {
         progress("warning: this cluster's configuration does not enforce --mem (no task/cgroup); caps are requests only");
     }
@@ -426,6 +434,7 @@ pub fn run(
         exit_code: exit_codes::OK,
         plan,
         slurm_job_ids: vec![sid],
+        sources: Some(sources),
     };
     if !opts.wait {
         return Ok(report);

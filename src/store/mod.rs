@@ -10,7 +10,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
 use crate::features::PriorRuns;
-use crate::job::Outcome;
+use crate::job::{LimitSource, Outcome};
 
 mod embedded {
     refinery::embed_migrations!("migrations");
@@ -154,6 +154,10 @@ pub struct NewPrediction {
     pub prediction: crate::model::Prediction,
     pub predicted: crate::policy::Limits,
     pub applied: Option<crate::policy::Limits>,
+    /// Where the applied memory cap came from (`None` for a rejected job).
+    pub memory_source: Option<LimitSource>,
+    /// Where the applied timeout came from (`None` for a rejected job).
+    pub timeout_source: Option<LimitSource>,
     pub memory_enforced: bool,
     pub dry_run: bool,
     pub backend: String,
@@ -260,6 +264,11 @@ pub struct JobRecord {
     pub dry_run: bool,
     pub backend: Option<String>,
     pub attempt: i64,
+    /// Where the applied memory cap came from.
+    pub memory_source: Option<LimitSource>,
+    /// Where the applied timeout came from.
+    pub timeout_source: Option<LimitSource>,
+    pub script_path: Option<String>,
     pub actual_cpu_s: Option<f64>,
     pub actual_rss_mb: Option<f64>,
     pub actual_wall_s: Option<f64>,
@@ -275,7 +284,8 @@ const RECORD_COLUMNS: &str = "id, job_id, analysis_id, job_key, runtime, script_
     predicted_cpu_s, predicted_rss_mb, predicted_wall_s, upper_cpu_s, upper_rss_mb, upper_wall_s, \
     confidence, source, memory_limit_mb, timeout_s, applied_memory_mb, applied_timeout_s, \
     enforced, memory_enforced, dry_run, backend, attempt, actual_cpu_s, actual_rss_mb, \
-    actual_wall_s, exit_code, outcome, model_version, predicted_at, started_at, settled_at";
+    actual_wall_s, exit_code, outcome, model_version, predicted_at, started_at, settled_at, \
+    memory_source, timeout_source, script_path";
 
 fn record_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRecord> {
     Ok(JobRecord {
@@ -311,6 +321,15 @@ fn record_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRecord> {
         predicted_at: r.get(29)?,
         started_at: r.get(30)?,
         settled_at: r.get(31)?,
+        memory_source: r
+            .get::<_, Option<String>>(32)?
+            .as_deref()
+            .and_then(LimitSource::parse),
+        timeout_source: r
+            .get::<_, Option<String>>(33)?
+            .as_deref()
+            .and_then(LimitSource::parse),
+        script_path: r.get(34)?,
     })
 }
 
@@ -427,10 +446,11 @@ impl Store {
                 predicted_wall_s, upper_cpu_s, upper_rss_mb, upper_wall_s, lower_rss_mb, confidence,
                 source, memory_limit_mb, timeout_s, applied_memory_mb, applied_timeout_s, enforced,
                 memory_enforced, dry_run, backend, priority, attempt, model_version, host,
-                executor_pid, executor_start, predicted_at, outcome, settled_at)
+                executor_pid, executor_start, predicted_at, outcome, settled_at, memory_source,
+                timeout_source)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
                 ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33,
-                ?34, ?35)",
+                ?34, ?35, ?36, ?37)",
             params![
                 row.job_id,
                 row.analysis_id,
@@ -467,6 +487,8 @@ impl Store {
                 now,
                 row.rejected.then_some("rejected"),
                 row.rejected.then_some(now.clone()),
+                row.memory_source.map(LimitSource::as_str),
+                row.timeout_source.map(LimitSource::as_str),
             ],
         )
         .map_err(q("recording a prediction"))?;
@@ -813,13 +835,13 @@ impl Store {
                     lower_rss_mb, confidence, source, memory_limit_mb, timeout_s, enforced,
                     memory_enforced, dry_run, backend, priority, model_version, cwd, slurm_script,
                     slurm_cpus, applied_memory_mb, applied_timeout_s, attempt, host, executor_pid,
-                    executor_start, predicted_at)
+                    executor_start, predicted_at, memory_source, timeout_source)
                  SELECT job_id, analysis_id, job_key, runtime, script_path, script_sha256,
                     command, features, schema_hash, predicted_cpu_s, predicted_rss_mb,
                     predicted_wall_s, upper_cpu_s, upper_rss_mb, upper_wall_s, lower_rss_mb,
                     confidence, source, memory_limit_mb, timeout_s, enforced, memory_enforced,
                     dry_run, backend, priority, model_version, cwd, slurm_script, slurm_cpus,
-                    ?2, ?3, attempt + 1, ?4, ?5, ?6, ?7
+                    ?2, ?3, attempt + 1, ?4, ?5, ?6, ?7, memory_source, timeout_source
                  FROM resource_prediction WHERE id = ?1",
                 params![
                     id,
