@@ -127,7 +127,8 @@ pub struct Forecast {
     pub capacity_advice: &'static str,
     /// In [0, 1]: min(1, recent jobs / 20) × (1 with a baseline, 0.5 without).
     pub advice_confidence: f64,
-    /// OOM kills and timeouts of attempts under enforced predicted limits, recent window.
+    /// OOM kills under a predicted memory cap and timeouts under a predicted timeout (not
+    /// static defaults, overrides or dry run), recent window.
     pub failures_under_predicted_limits: usize,
     /// Share ≤ upper bound per target in the recent window (ok attempts), next to nominal.
     pub calibration: Vec<Calibration>,
@@ -368,11 +369,7 @@ pub fn compute(
 
     let failures_under_predicted = recent
         .iter()
-        .filter(|r| {
-            r.enforced
-                && !r.dry_run
-                && matches!(r.outcome.as_deref(), Some("oom_killed" | "timed_out"))
-        })
+        .filter(|r| stats::failed_under_predicted(r))
         .count();
     let refs: Vec<&JobRecord> = recent.iter().collect();
     let summary = stats::summarise(&refs, &opts.stats);
@@ -523,7 +520,14 @@ pub fn markdown(f: &Forecast) -> String {
     let rate = |r: f64| format!("{r:.2} jobs/h");
     let mut s = format!("# presize forecast — next {hs} from {}\n\n", f.now);
     s += "| | |\n|---|---|\n";
-    s += &format!("| resource mode | **{}** |\n", f.resource_mode);
+    // Surge mode also follows from failures under predicted limits: say which it is, so
+    // "surge" beside a low demand level is not read as a demand surge.
+    let why_mode = match (f.resource_mode, f.surge_factor > SURGE_THRESHOLD) {
+        ("surge", true) => " (demand surge)",
+        ("surge", false) => " (headroom for failures under predicted limits, not a demand surge)",
+        _ => "",
+    };
+    s += &format!("| resource mode | **{}**{why_mode} |\n", f.resource_mode);
     s += &format!("| dispatch posture | **{}** |\n", f.dispatch_posture);
     s += &format!(
         "| demand level | **{}** (surge factor {:.2}) |\n",
@@ -568,7 +572,7 @@ pub fn markdown(f: &Forecast) -> String {
         f.capacity_advice, f.advice_confidence
     );
     s += &format!(
-        "| OOM kills + timeouts under predicted limits | {} |\n",
+        "| OOM kills under predicted caps + timeouts under predicted timeouts (not static defaults, overrides or dry run) | {} |\n",
         f.failures_under_predicted_limits
     );
     s += "\n## Top callers (recent window, by memory demand)\n\n";

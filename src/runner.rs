@@ -25,6 +25,9 @@ use crate::store::{NewPrediction, Settlement, Store};
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
     pub job_key: String,
+    /// The key this job had before readable keys; history under it belongs to this job.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub legacy_job_key: Option<String>,
     pub runtime: String,
     pub script: Option<PathBuf>,
     pub script_sha256: Option<String>,
@@ -107,17 +110,97 @@ fn hex(bytes: &[u8], n: usize) -> String {
     bytes.iter().take(n).map(|b| format!("{b:02x}")).collect()
 }
 
-/// Default job key: a stable hash of the script's canonical path (or of the program).
-pub fn default_job_key(script: Option<&Path>, command: &[OsString]) -> String {
-    let basis: PathBuf = match script {
+/// The job key presize used before readable keys: `k-` + a hash of the script's canonical
+/// path (or of the program). Still looked up, so history recorded under it is found.
+pub fn legacy_job_key(script: Option<&Path>, command: &[OsString]) -> String {
+    let digest = Sha256::digest(key_basis(script, command).as_os_str().as_encoded_bytes());
+    format!("k-{}", hex(&digest, 8))
+}
+
+fn key_basis(script: Option<&Path>, command: &[OsString]) -> PathBuf {
+    match script {
         Some(s) => std::fs::canonicalize(s).unwrap_or_else(|_| s.to_owned()),
         None => command
             .first()
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("?")),
+    }
+}
+
+/// A name fit for a key: ASCII letters, digits, `.`, `_`, `-`, at most 40 characters.
+fn key_name(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(40)
+        .collect();
+    if s.is_empty() {
+        "job".into()
+    } else {
+        s
+    }
+}
+
+/// The inline program of `python3 -c CODE`, `Rscript -e CODE`, `sh -c CODE`, `perl -e CODE`
+/// … (the argument after the first `-c` / `-e` that precedes any script), with the flag.
+fn inline_code(command: &[OsString]) -> Option<(&'static str, &OsString)> {
+    let mut it = command.iter().skip(1);
+    while let Some(a) = it.next() {
+        match a.to_str() {
+            Some("-c") => return it.next().map(|c| ("c", c)),
+            Some("-e") => return it.next().map(|c| ("e", c)),
+            Some(s) if s.starts_with('-') => continue,
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// Default job key, readable and stable: the script's file name plus a short hash of its
+/// canonical path (`alloc.py-1a2b3c4d`); for an inline program (`python3 -c CODE`) the
+/// program name, the flag and a hash of the code (`python3-c-5e6f7a8b`), so different
+/// programs get different keys; otherwise the program name and a hash of it as given.
+pub fn default_job_key(script: Option<&Path>, command: &[OsString]) -> String {
+    let program = command
+        .first()
+        .and_then(|p| Path::new(p).file_name())
+        .map(|n| key_name(&n.to_string_lossy()))
+        .unwrap_or_else(|| "job".into());
+    if script.is_none() {
+        if let Some((flag, code)) = inline_code(command) {
+            let digest = Sha256::digest(code.as_encoded_bytes());
+            return format!("{program}-{flag}-{}", hex(&digest, 4));
+        }
+    }
+    let basis = key_basis(script, command);
+    let name = match script {
+        Some(s) => s
+            .file_name()
+            .map(|n| key_name(&n.to_string_lossy()))
+            .unwrap_or_else(|| "script".into()),
+        None => program,
     };
     let digest = Sha256::digest(basis.as_os_str().as_encoded_bytes());
-    format!("k-{}", hex(&digest, 8))
+    format!("{name}-{}", hex(&digest, 4))
+}
+
+/// The job key of `spec` and, for a default key, the key the same job had before readable
+/// keys (absent for inline programs, whose old key was shared by every program).
+pub fn job_keys(spec: &JobSpec, script: Option<&Path>) -> (String, Option<String>) {
+    match &spec.job_key {
+        Some(k) => (k.clone(), None),
+        None => {
+            let legacy = (script.is_some() || inline_code(&spec.command).is_none())
+                .then(|| legacy_job_key(script, &spec.command));
+            (default_job_key(script, &spec.command), legacy)
+        }
+    }
 }
 
 pub(crate) fn new_job_id() -> String {
@@ -158,12 +241,9 @@ pub fn plan(
         .runtime
         .clone()
         .or_else(|| features::runtime_from_command(&spec.command));
-    let job_key = spec
-        .job_key
-        .clone()
-        .unwrap_or_else(|| default_job_key(script.as_deref(), &spec.command));
+    let (job_key, legacy_job_key) = job_keys(spec, script.as_deref());
     let prior = match store {
-        Some(s) => s.prior_runs(&job_key)?,
+        Some(s) => s.prior_runs(&job_key, legacy_job_key.as_deref())?,
         None => PriorRuns::default(),
     };
     let (catalog, opts) = catalog_and_options(settings);
@@ -187,6 +267,7 @@ pub fn plan(
     );
     Ok(Plan {
         job_key,
+        legacy_job_key,
         runtime,
         script_sha256: extracted.scan.as_ref().map(|s| s.sha256.clone()),
         script_truncated: extracted.scan.as_ref().is_some_and(|s| s.truncated),

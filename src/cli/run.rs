@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use super::JobArgs;
 use crate::config::Settings;
 use crate::error::Error;
-use crate::job::{JobSpec, Priority};
+use crate::job::{JobSpec, LimitSource, Priority};
 use crate::policy::Decision;
 use crate::runner::{self, RunOptions, RunReport};
 use crate::verdict::RunStatus;
@@ -128,14 +128,22 @@ fn execute_job(args: Args) -> Result<RunReport, Error> {
             (&report.plan.decision, &report.sources)
         {
             let first = report.attempts.first().map_or(*applied, |a| a.applied);
+            let unused = if first != *predicted
+                && matches!(src.memory, LimitSource::DryRun | LimitSource::Override)
+            {
+                format!(
+                    " (the prediction's limits, not enforced: memory {} MB, timeout {} s)",
+                    predicted.memory_limit_mb, predicted.timeout_s
+                )
+            } else {
+                String::new()
+            };
             eprintln!(
-                "presize: limits: memory {} MB ({}), timeout {} s ({}); the prediction alone sets memory {} MB, timeout {} s; backend {}; rows {:?}",
+                "presize: limits: memory {} MB ({}), timeout {} s ({}){unused}; backend {}; rows {:?}",
                 first.memory_limit_mb,
                 src.memory,
                 first.timeout_s,
                 src.timeout,
-                predicted.memory_limit_mb,
-                predicted.timeout_s,
                 report.backend,
                 report.attempts.iter().map(|a| a.row_id).collect::<Vec<_>>()
             );

@@ -599,18 +599,21 @@ impl Store {
         Ok(n)
     }
 
-    /// Actuals of earlier successful runs of the same job key.
-    pub fn prior_runs(&self, job_key: &str) -> Result<PriorRuns, StoreError> {
+    /// Actuals of earlier successful runs of the same job key (or of `alias`, the key the
+    /// same job was recorded under before, when given).
+    pub fn prior_runs(&self, job_key: &str, alias: Option<&str>) -> Result<PriorRuns, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached(
                 "SELECT actual_cpu_s, actual_rss_mb, actual_wall_s FROM resource_prediction
-                 WHERE job_key = ?1 AND outcome = 'ok' AND actual_rss_mb IS NOT NULL
+                 WHERE job_key IN (?1, ?2) AND outcome = 'ok' AND actual_rss_mb IS NOT NULL
                  ORDER BY id DESC LIMIT 1000",
             )
             .map_err(q("reading earlier runs"))?;
         let rows: Vec<(Option<f64>, f64, Option<f64>)> = stmt
-            .query_map([job_key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .query_map([job_key, alias.unwrap_or(job_key)], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
             .map_err(q("reading earlier runs"))?
             .collect::<Result<_, _>>()
             .map_err(q("reading earlier runs"))?;

@@ -1,6 +1,6 @@
 //! `presize stats --json` on a store with known jobs returns hand-computed numbers.
 
-use presize::job::Outcome;
+use presize::job::{LimitSource, Outcome};
 use presize::model::{Bounds, Prediction, Source};
 use presize::policy::Limits;
 use presize::store::{NewPrediction, Settlement, Store};
@@ -56,6 +56,16 @@ fn add(store: &mut Store, i: usize, j: &Job) {
                 memory_limit_mb: j.applied_mb,
                 timeout_s: 3600,
                 enforced: !j.dry_run,
+            }),
+            memory_source: Some(if j.dry_run {
+                LimitSource::DryRun
+            } else {
+                LimitSource::Predicted
+            }),
+            timeout_source: Some(if j.dry_run {
+                LimitSource::DryRun
+            } else {
+                LimitSource::Predicted
             }),
             memory_enforced: true,
             dry_run: j.dry_run,
