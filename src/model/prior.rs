@@ -208,7 +208,10 @@ impl Prior {
         }
         let lib_rss = max_rss + 0.1 * (sum_rss - max_rss);
         let input_mb = get("input_total_mb");
-        let rss = base.base_rss_mb + lib_rss + term.rss_mb_per_input_mb * input_mb;
+        // Memory the command lines tell the tools to use (JVM heap + overhead, sort
+        // buffers × threads, …; features::hints): the tools run beside the interpreter.
+        let hint_mb = get("hint_memory_mb");
+        let rss = base.base_rss_mb + lib_rss + term.rss_mb_per_input_mb * input_mb + hint_mb;
         let wall = base.base_wall_s + lib_wall + term.s_per_input_mb * input_mb;
         let cpu = base.base_cpu_s + lib_cpu + term.s_per_input_mb * input_mb;
         let mut p = Prediction {
@@ -220,6 +223,7 @@ impl Prior {
                 peak_rss_mb: base.base_rss_mb
                     + 1.25 * sum_rss
                     + 8.0 * term.rss_mb_per_input_mb * input_mb
+                    + 1.25 * hint_mb
                     + 32.0,
                 wall_seconds: 4.0 * wall + 5.0,
                 cpu_seconds: 4.0 * cpu + 5.0,
@@ -242,6 +246,11 @@ impl Prior {
             p.upper.wall_seconds = p.upper.wall_seconds.max(1.5 * get("prior_max_wall_s"));
             p.upper.cpu_seconds = p.upper.cpu_seconds.max(1.5 * get("prior_max_cpu_s"));
             p.confidence = PRIOR_WITH_HISTORY_CONFIDENCE;
+        }
+        // Stated threads: CPU time may run at that many cores for the whole wall time.
+        let threads = get("hint_threads");
+        if threads > 1.0 {
+            p.upper.cpu_seconds = p.upper.cpu_seconds.max(threads * p.upper.wall_seconds);
         }
         p
     }
