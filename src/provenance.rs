@@ -91,7 +91,9 @@ pub fn infer(
         why.push("set on the command line".to_string());
     }
     if memory == LimitSource::DryRun || timeout == LimitSource::DryRun {
-        why.push("dry run: the static defaults are enforced, the prediction is only recorded".into());
+        why.push(
+            "dry run: the static defaults are enforced, the prediction is only recorded".into(),
+        );
     }
     if memory == LimitSource::Static || timeout == LimitSource::Static {
         why.push(format!(
@@ -139,24 +141,39 @@ mod tests {
         let p = Policy::default();
         let none = Overrides::default();
         let s = infer(&pred(100.0, 10.0, 0.9), &p, 100_000, false, none);
-        assert_eq!((s.memory, s.timeout), (LimitSource::Predicted, LimitSource::Predicted));
+        assert_eq!(
+            (s.memory, s.timeout),
+            (LimitSource::Predicted, LimitSource::Predicted)
+        );
         assert_eq!(s.reason, None);
         // Low confidence, small prediction: the static defaults bind.
         let s = infer(&pred(100.0, 10.0, 0.01), &p, 100_000, false, none);
-        assert_eq!((s.memory, s.timeout), (LimitSource::Static, LimitSource::Static));
+        assert_eq!(
+            (s.memory, s.timeout),
+            (LimitSource::Static, LimitSource::Static)
+        );
         assert!(s.reason.as_deref().unwrap().contains("below the threshold"));
         // Low confidence but a prediction above the default memory: that cap is predicted.
         let s = infer(&pred(12_000.0, 10.0, 0.01), &p, 100_000, false, none);
-        assert_eq!((s.memory, s.timeout), (LimitSource::Predicted, LimitSource::Static));
+        assert_eq!(
+            (s.memory, s.timeout),
+            (LimitSource::Predicted, LimitSource::Static)
+        );
         let s = infer(&pred(100.0, 10.0, 0.9), &p, 100_000, true, none);
-        assert_eq!((s.memory, s.timeout), (LimitSource::DryRun, LimitSource::DryRun));
+        assert_eq!(
+            (s.memory, s.timeout),
+            (LimitSource::DryRun, LimitSource::DryRun)
+        );
         // An override wins over dry run, per limit.
         let o = Overrides {
             memory: true,
             timeout: false,
         };
         let s = infer(&pred(100.0, 10.0, 0.9), &p, 100_000, true, o);
-        assert_eq!((s.memory, s.timeout), (LimitSource::Override, LimitSource::DryRun));
+        assert_eq!(
+            (s.memory, s.timeout),
+            (LimitSource::Override, LimitSource::DryRun)
+        );
         assert!(s.describe().contains("memory override, timeout dry-run"));
     }
 }

@@ -71,7 +71,11 @@ pub fn usage_line(e: &clap::Error, args: &[std::ffi::OsString]) -> String {
         .trim_start_matches("error: ")
         .to_string();
     let mut msg = first;
-    if let Some(values) = text.lines().map(str::trim).find(|l| l.starts_with("[possible values")) {
+    if let Some(values) = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("[possible values"))
+    {
         msg += &format!(" {values}");
     }
     let sub = args
@@ -84,9 +88,7 @@ pub fn usage_line(e: &clap::Error, args: &[std::ffi::OsString]) -> String {
         Some(s @ ("run" | "predict"))
             if e.kind() == clap::error::ErrorKind::UnknownArgument && !has_dashdash =>
         {
-            msg += &format!(
-                "; put the job after `--`: presize {s} [OPTIONS] -- CMD [ARGS]..."
-            );
+            msg += &format!("; put the job after `--`: presize {s} [OPTIONS] -- CMD [ARGS]...");
         }
         Some(s) if Cli::command().find_subcommand(s).is_some() => {
             msg += &format!(" (see `presize {s} --help`)");

@@ -95,7 +95,14 @@ const TOOLS: &[Tool] = &[
         mem_per_thread: false,
     },
     Tool {
-        names: &["bwa", "bwa-mem2", "minimap2", "kallisto", "sambamba", "spades.py"],
+        names: &[
+            "bwa",
+            "bwa-mem2",
+            "minimap2",
+            "kallisto",
+            "sambamba",
+            "spades.py",
+        ],
         sub: None,
         threads: &["-t"],
         memory: &[],
@@ -137,7 +144,9 @@ const TOOLS: &[Tool] = &[
         mem_per_thread: false,
     },
     Tool {
-        names: &["blastn", "blastp", "blastx", "tblastn", "tblastx", "diamond"],
+        names: &[
+            "blastn", "blastp", "blastx", "tblastn", "tblastx", "diamond",
+        ],
         sub: None,
         threads: &["-num_threads"],
         memory: &[],
@@ -153,7 +162,13 @@ const TOOLS: &[Tool] = &[
 ];
 
 /// Thread flags read for any program.
-const GENERIC_THREADS: &[&str] = &["--threads", "--cpus", "--num-threads", "--nthreads", "--cores"];
+const GENERIC_THREADS: &[&str] = &[
+    "--threads",
+    "--cpus",
+    "--num-threads",
+    "--nthreads",
+    "--cores",
+];
 
 /// Programs that run the next word as the command (their own options skipped).
 const WRAPPERS: &[&str] = &[
@@ -173,9 +188,16 @@ fn size_mb(s: &str, bare: Unit) -> Option<f64> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(s.len());
     let (num, suffix) = s.split_at(split);
-    let v: f64 = num.parse().ok().filter(|v: &f64| v.is_finite() && *v >= 0.0)?;
+    let v: f64 = num
+        .parse()
+        .ok()
+        .filter(|v: &f64| v.is_finite() && *v >= 0.0)?;
     const MIB: f64 = 1024.0 * 1024.0;
-    let mult_mb = match suffix.trim_end_matches(['b', 'B']).to_ascii_lowercase().as_str() {
+    let mult_mb = match suffix
+        .trim_end_matches(['b', 'B'])
+        .to_ascii_lowercase()
+        .as_str()
+    {
         "" => match bare {
             Unit::Bytes => 1.0 / MIB,
             Unit::Kib => 1.0 / 1024.0,
@@ -227,7 +249,10 @@ fn xmx_in(s: &str) -> Option<f64> {
     let mut best: Option<f64> = None;
     for part in s.split_whitespace() {
         let part = part.trim_matches(|c| c == '"' || c == '\'');
-        if let Some(v) = part.strip_prefix("-Xmx").and_then(|v| size_mb(v, Unit::Bytes)) {
+        if let Some(v) = part
+            .strip_prefix("-Xmx")
+            .and_then(|v| size_mb(v, Unit::Bytes))
+        {
             best = Some(best.map_or(v, |b: f64| b.max(v)));
         }
     }
@@ -439,7 +464,10 @@ fn line_hints(line: &str, out: &mut ResourceHints, depth: u32) -> (f64, f64) {
 
 /// `sh -c CODE` / `bash -c CODE`: the code.
 fn inline_shell(words: &[String]) -> Option<String> {
-    let prog = Path::new(words.first()?).file_name()?.to_string_lossy().to_string();
+    let prog = Path::new(words.first()?)
+        .file_name()?
+        .to_string_lossy()
+        .to_string();
     if !matches!(prog.as_str(), "sh" | "bash" | "dash" | "zsh" | "ksh") {
         return None;
     }
@@ -536,7 +564,13 @@ mod tests {
 
     #[test]
     fn java_heaps() {
-        let h = from_argv(&argv(&["java", "-Xmx12g", "-jar", "gatk.jar", "HaplotypeCaller"]));
+        let h = from_argv(&argv(&[
+            "java",
+            "-Xmx12g",
+            "-jar",
+            "gatk.jar",
+            "HaplotypeCaller",
+        ]));
         assert_eq!(h.memory_mb, 12288.0 + 1228.8);
         let h = from_argv(&argv(&[
             "gatk",
@@ -551,7 +585,9 @@ mod tests {
 
     #[test]
     fn samtools_sort_memory_is_per_thread() {
-        let h = from_argv(&argv(&["samtools", "sort", "-m", "4G", "-@", "4", "in.bam"]));
+        let h = from_argv(&argv(&[
+            "samtools", "sort", "-m", "4G", "-@", "4", "in.bam",
+        ]));
         assert_eq!((h.memory_mb, h.threads), (16384.0, 4.0));
         let h = from_argv(&argv(&["samtools", "sort", "-m4G", "-@4", "in.bam"]));
         assert_eq!((h.memory_mb, h.threads), (16384.0, 4.0));
@@ -570,21 +606,33 @@ mod tests {
         // bwa 8 + samtools 4 threads at once; samtools 4 × 2 GiB.
         assert_eq!(h.threads, 12.0);
         assert_eq!(h.memory_mb, 8192.0);
-        assert!(h.sources.iter().any(|s| s == "star --limitbamsortram"), "{h:?}");
+        assert!(
+            h.sources.iter().any(|s| s == "star --limitbamsortram"),
+            "{h:?}"
+        );
         let star = from_shell(b"STAR --runThreadN 6 --limitBAMsortRAM 30000000000\n");
         assert!((star.memory_mb - 28610.2).abs() < 0.1, "{star:?}");
     }
 
     #[test]
     fn generic_threads_wrappers_and_inline_shell() {
-        let h = from_argv(&argv(&["nice", "-n", "10", "kraken2", "--threads", "16", "x"]));
+        let h = from_argv(&argv(&[
+            "nice",
+            "-n",
+            "10",
+            "kraken2",
+            "--threads",
+            "16",
+            "x",
+        ]));
         assert_eq!(h.threads, 16.0);
         let h = from_argv(&argv(&["sh", "-c", "samtools sort -m 1G -@ 2 a.bam | cat"]));
         assert_eq!(h.memory_mb, 2048.0);
         let h = from_argv(&argv(&["python3", "-c", "print('-Xmx99g')"]));
         assert_eq!(h.memory_mb, 0.0);
         // Quoted, commented and variable values are not read.
-        let h = from_shell(b"echo '--threads 64'\n# samtools sort -m 9G\nsamtools sort -m $MEM x\n");
+        let h =
+            from_shell(b"echo '--threads 64'\n# samtools sort -m 9G\nsamtools sort -m $MEM x\n");
         assert_eq!((h.memory_mb, h.threads), (0.0, 0.0));
     }
 }

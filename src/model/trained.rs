@@ -359,8 +359,7 @@ impl TrainedModel {
                 self.version, self.schema.hash, fv.schema.hash
             ));
         } else {
-            let picked: Option<Vec<f64>> =
-                self.schema.names.iter().map(|n| fv.get(n)).collect();
+            let picked: Option<Vec<f64>> = self.schema.names.iter().map(|n| fv.get(n)).collect();
             match picked {
                 Some(v) => {
                     by_name = v;

@@ -15,3 +15,4 @@ mod security;
 mod slurm;
 mod stats;
 mod systemd;
+mod truth;
