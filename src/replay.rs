@@ -601,8 +601,8 @@ pub struct WorkflowResult {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReplayReport {
     pub workflows: Vec<WorkflowResult>,
-    /// The allocation configuration used, as JSON.
-    pub config: String,
+    /// The allocation configuration used (a JSON object in `replay --json`).
+    pub config: serde_json::Value,
 }
 
 /// Replay one parsed trace with any method.
@@ -645,7 +645,7 @@ pub fn replay_files_with(
     cfg: &AllocConfig,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<ReplayReport, ReplayError> {
-    let config = serde_json::to_string(cfg).map_err(|e| ReplayError::Invalid {
+    let config = serde_json::to_value(cfg).map_err(|e| ReplayError::Invalid {
         what: format!("cannot serialise the allocation configuration: {e}"),
     })?;
     let mut workflows = Vec::new();
@@ -936,7 +936,11 @@ mod tests {
         assert_eq!((w.processes_used, w.rows_used, w.rows_online), (1, 50, 35));
         assert!(w.wastage_gbh.is_finite() && w.wastage_gbh >= 0.0);
         assert!(w.maq > 0.0 && w.maq <= 1.0);
-        assert!(report.config.contains("failure_cost"));
+        assert!(
+            report.config.get("failure_cost").is_some(),
+            "{}",
+            report.config
+        );
         let json = serde_json::to_string(&report).unwrap_or_default();
         assert!(json.contains("\"wastage_gbh\""));
 

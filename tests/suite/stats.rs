@@ -198,7 +198,8 @@ fn exact_accuracy_coverage_slack_and_savings() {
     close(&v["cap_coverage"], 0.6);
     let im = &v["impact"];
     assert_eq!(im["oom_kills"], 1);
-    assert_eq!(im["enforced_jobs"], 3);
+    assert_eq!(im["predicted_cap_attempts"], 3);
+    assert_eq!(v["attempts"], 5);
     // Slack: (150−120)/1024·1 + (300−180)/1024·0.5 + 64/1024·0.1 (killed: whole cap).
     let slack = 30.0 / 1024.0 + 120.0 / 1024.0 * 0.5 + 64.0 / 1024.0 * 0.1;
     close(&im["slack_gbh"], slack);
