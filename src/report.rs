@@ -96,6 +96,7 @@ svg text{font-family:inherit;font-size:10px;fill:#333}
 .ok{fill:#1f77b4}.failed{fill:#7f7f7f}.oom_killed{fill:#d62728}.timed_out{fill:#ff7f0e}.other{fill:#9467bd}
 .cap{stroke:#2ca02c;stroke-width:1.6}
 .cap[data-source=static]{stroke:#8c8c8c;stroke-dasharray:2 1.5}.cap[data-source=override]{stroke:#8c564b}.cap[data-source=dry-run]{stroke:#e377c2;stroke-dasharray:2 1.5}
+tr.oom_killed td{background:#fbe0e0}tr.timed_out td{background:#fde9cf}tr.lost td{background:#ece6f5}
 .warn{background:#fff3cd;border:1px solid #d6a100;border-radius:4px;padding:5px 9px;margin:4px 0 6px;color:#5c4400}
 .bar0{fill:#9467bd}.bar1{fill:#1f77b4}.bar2{fill:#17becf}
 .nominal{stroke:#d62728;stroke-dasharray:4 3}
