@@ -270,6 +270,24 @@ mod tests {
     }
 
     #[test]
+    fn stated_memory_raises_point_and_upper_not_lower() {
+        let p = Prior::embedded();
+        let schema = std::sync::Arc::new(crate::features::Schema::for_catalog(
+            &crate::features::Catalog::builtin(),
+        ));
+        let mut fv = FeatureVector::zeros(schema);
+        fv.set("lang_shell", 1.0);
+        let plain = p.predict(&fv);
+        fv.set("hint_memory_mb", 12_288.0 + 1_228.8);
+        fv.set("hint_threads", 4.0);
+        let hinted = p.predict(&fv);
+        assert!((hinted.peak_rss_mb - plain.peak_rss_mb - 13_516.8).abs() < 1e-6);
+        assert!(hinted.upper.peak_rss_mb >= 1.25 * 13_516.8);
+        assert_eq!(hinted.lower.peak_rss_mb, plain.lower.peak_rss_mb);
+        assert!(hinted.upper.cpu_seconds >= 4.0 * hinted.upper.wall_seconds);
+    }
+
+    #[test]
     fn corrupt_tables_are_errors() {
         assert!(Prior::from_json("{").is_err());
         assert!(Prior::from_json(r#"{"format_version":2,"runtimes":{},"libraries":{}}"#).is_err());
