@@ -224,24 +224,28 @@ fn count(s: &str) -> Option<f64> {
 /// next word. `--long` flags match in any case (`--runThreadN`), others exactly.
 fn flag_value<'w>(words: &'w [String], i: usize, flag: &str) -> Option<&'w str> {
     let w = words[i].as_str();
-    let lw = if flag.starts_with("--") {
-        w.to_ascii_lowercase()
-    } else {
-        w.to_string()
+    let long = flag.starts_with("--");
+    let same = |a: &str| {
+        if long {
+            a.eq_ignore_ascii_case(flag)
+        } else {
+            a == flag
+        }
     };
-    if lw == flag {
-        return words.get(i + 1).map(String::as_str);
+    if w.len() == flag.len() {
+        return if same(w) {
+            words.get(i + 1).map(String::as_str)
+        } else {
+            None
+        };
     }
-    if let Some(rest) = lw.strip_prefix(flag) {
-        if let Some(v) = rest.strip_prefix('=') {
-            return Some(&w[w.len() - v.len()..]);
-        }
-        // `-@4`, `-m4G`, `-t8`: short flags glued to their value.
-        if flag.len() == 2 && flag.starts_with('-') && !rest.is_empty() {
-            return Some(&w[flag.len()..]);
-        }
+    let head = w.get(..flag.len()).filter(|h| same(h))?;
+    let rest = &w[head.len()..];
+    if let Some(v) = rest.strip_prefix('=') {
+        return Some(v);
     }
-    None
+    // `-@4`, `-m4G`, `-t8`: short flags glued to their value.
+    (flag.len() == 2 && flag.starts_with('-')).then_some(rest)
 }
 
 /// `-Xmx12g` anywhere in `s` (a word, or a `--java-options` / `JAVA_OPTS` string): MiB.
