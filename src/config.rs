@@ -26,6 +26,8 @@ pub enum ConfigError {
     Parse { path: PathBuf, reason: String },
     #[error("config file {path} is world-writable; run `chmod o-w {path}` (presize refuses configs anyone can edit)")]
     WorldWritable { path: PathBuf },
+    #[error("config file {path} is owned by uid {owner}; presize (uid {me}) only trusts a config owned by root or by itself: run `chown root {path}`")]
+    ForeignOwner { path: PathBuf, owner: u32, me: u32 },
     #[error("{var}={value:?} is not valid: {expected}")]
     Env {
         var: &'static str,
@@ -69,6 +71,8 @@ pub struct ExecutorConfig {
     pub cgroup: CgroupChoice,
     /// Maximum number of tasks in a job's cgroup (stops fork bombs); 0 = no limit.
     pub pids_max: u64,
+    /// cgroup v2: move other processes sharing presize's delegated cgroup into `supervisor`.
+    pub v2_move_peers: crate::executor::cgroup::MovePeers,
 }
 
 impl Default for ExecutorConfig {
@@ -77,6 +81,7 @@ impl Default for ExecutorConfig {
             backend: BackendChoice::Local,
             cgroup: CgroupChoice::Auto,
             pids_max: 4096,
+            v2_move_peers: Default::default(),
         }
     }
 }
@@ -199,6 +204,18 @@ impl ConfigFile {
                 path: path.to_owned(),
             });
         }
+        {
+            use std::os::unix::fs::MetadataExt;
+            // SAFETY: trivial libc call.
+            let me = unsafe { libc::geteuid() };
+            if meta.uid() != 0 && meta.uid() != me {
+                return Err(ConfigError::ForeignOwner {
+                    path: path.to_owned(),
+                    owner: meta.uid(),
+                    me,
+                });
+            }
+        }
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
@@ -207,11 +224,31 @@ impl ConfigFile {
             path: path.to_owned(),
             reason: one_line(&e.to_string()),
         })?;
-        cfg.policy.validate().map_err(|reason| ConfigError::Parse {
-            path: path.to_owned(),
-            reason,
-        })?;
+        cfg.policy
+            .validate()
+            .and_then(|()| cfg.validate_sections())
+            .map_err(|reason| ConfigError::Parse {
+                path: path.to_owned(),
+                reason,
+            })?;
         Ok(cfg)
+    }
+
+    /// Values serde accepts but presize cannot use (NaN, infinities, out-of-range shares).
+    fn validate_sections(&self) -> Result<(), String> {
+        let burst = self.admission.burst_factor;
+        if !(burst.is_finite() && (1.0..=100.0).contains(&burst)) {
+            return Err(format!(
+                "[admission] burst_factor = {burst}: give a number from 1.0 (off) to 100"
+            ));
+        }
+        let cov = self.model.coverage;
+        if !(cov.is_finite() && cov > 0.0 && cov < 1.0) {
+            return Err(format!(
+                "[model] coverage = {cov}: give a share between 0 and 1 (e.g. 0.95)"
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -10,7 +10,12 @@ fn main() -> ExitCode {
             let code = e
                 .downcast_ref::<presize::Error>()
                 .map_or(presize::exit_codes::STORE, presize::Error::exit_code);
-            eprintln!("presize: error: {e}");
+            // One line whatever the message holds (a path with a newline, terminal escapes),
+            // and no panic when stderr is closed.
+            presize::cli::say(&format!(
+                "presize: error: {}",
+                presize::cli::printable(&e.to_string())
+            ));
             code
         }
     };

@@ -19,7 +19,7 @@ use crate::job::{JobSpec, Outcome};
 use crate::model::{Prediction, Predictor};
 use crate::policy::{self, Decision, Limits, Policy, Rejection};
 use crate::provenance::{self, LimitSource, LimitSources, Overrides};
-use crate::store::{NewPrediction, Settlement, Store};
+use crate::store::{Measured, NewPrediction, Settlement, Store};
 
 /// Everything decided about a job before it runs.
 #[derive(Debug, Clone, Serialize)]
@@ -96,6 +96,14 @@ pub(crate) fn unrun(outcome: Outcome) -> Settlement {
         signal: None,
         outcome,
         memory_enforced: false,
+    }
+}
+
+/// A row for an attempt that a signal ended before its job started.
+pub(crate) fn interrupted(sig: i32) -> Settlement {
+    Settlement {
+        signal: Some(sig),
+        ..unrun(Outcome::Failed)
     }
 }
 
@@ -294,9 +302,25 @@ pub fn recover_orphans(store: &mut Store, exec: &Executor) -> Result<Vec<i64>, E
         },
     )
     .reclaim_dead()?;
-    let orphans = store.orphans(&host, &executor::process_alive)?;
+    // Only what is proven orphaned is touched: rows and cgroups of an executor in another PID
+    // namespace (a container, `unshare -p`) are left alone even when its pid means nothing here.
+    let me = executor::owner::Identity::current();
+    let orphans = store.orphans(&host, &|o| match o.executor_pid {
+        Some(pid) => {
+            executor::owner::liveness(
+                me,
+                o.executor_boot_id.as_deref(),
+                o.executor_pidns.and_then(|n| u64::try_from(n).ok()),
+                pid,
+                o.executor_start,
+            ) == executor::owner::Liveness::Dead
+        }
+        None => true,
+    })?;
     for o in &orphans {
-        if let (Some(pid), start) = (o.job_pid, o.job_start) {
+        let same_ns = o.executor_pidns.and_then(|n| u64::try_from(n).ok()) == me.pidns
+            || o.executor_pidns.is_none();
+        if let (Some(pid), start, true) = (o.job_pid, o.job_start, same_ns) {
             // The job leads its own process group; kill it only if it is the same process.
             if executor::process_alive(pid, start) {
                 // SAFETY: plain syscall on a verified live process group.
@@ -307,19 +331,17 @@ pub fn recover_orphans(store: &mut Store, exec: &Executor) -> Result<Vec<i64>, E
         }
     }
     exec.backend().cleanup_stale(CGROUP_PREFIX, &|name| {
-        // presize-<executor pid>-<row id>
-        name.strip_prefix(CGROUP_PREFIX)
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|pid| pid.parse::<i64>().ok())
-            .is_some_and(|pid| executor::process_alive(pid, None))
+        executor::owner::cgroup_liveness(me, name) != executor::owner::Liveness::Dead
     });
+    // Settlements spooled when the disk was full are recorded before anything is called lost.
+    crate::store::spool::replay(store)?;
     let ids: Vec<i64> = orphans.iter().map(|o| o.id).collect();
     store.mark_lost(&ids)?;
     Ok(ids)
 }
 
 /// Prefix of every cgroup presize creates.
-pub const CGROUP_PREFIX: &str = "presize-";
+pub const CGROUP_PREFIX: &str = executor::owner::CGROUP_PREFIX;
 
 pub(crate) fn exit_code_for(a: &executor::Actuals) -> i32 {
     if let Some(sig) = a.interrupted_by {
@@ -533,14 +555,21 @@ pub fn run(
         .command
         .first()
         .ok_or(executor::ExecError::EmptyCommand)?;
-    executor::resolve_program(program)?;
     let run_as = spec
         .user
         .as_deref()
         .map(executor::user::RunAs::resolve)
         .transpose()
         .map_err(executor::ExecError::from)?;
-    let exec = Executor::new(settings.file.executor.cgroup)?;
+    executor::resolve_program_for(program, run_as.as_ref())?;
+    // From here on SIGINT/TERM/HUP/QUIT settle the row and free the reservation in every phase.
+    executor::signals::install().map_err(executor::ExecError::Runtime)?;
+    let exec = Executor::with_v2_options(
+        settings.file.executor.cgroup,
+        &executor::cgroup::V2Options {
+            move_peers: settings.file.executor.v2_move_peers,
+        },
+    )?;
     let mut store = settings.open_store()?;
     recover_orphans(&mut store, &exec)?;
     crate::slurm::settle_at_start(&mut store, settings, &mut progress);
@@ -556,7 +585,6 @@ pub fn run(
     }
     let job_id = new_job_id();
     let host = hostname();
-    let my_pid = std::process::id();
     let mut rows = JobRows::new(
         spec,
         &plan,
@@ -599,8 +627,16 @@ pub fn run(
     };
     let mut attempts = Vec::new();
     let mut attempt = 1u32;
+    let mut interrupted_before_start = None;
     loop {
+        if let Some(sig) = executor::signals::pending() {
+            // A signal before this attempt (e.g. while waiting to retry): do not start it.
+            interrupted_before_start = Some(sig);
+            break;
+        }
         let id = store.insert_prediction(&rows.row(predicted, Some(applied), attempt, false))?;
+        // Space for the settlement, reserved while there is some (see store::spool).
+        let mut spool = crate::store::spool::Spool::reserve(store.path(), id).ok();
         progress(&format!(
             "attempt {attempt}: memory cap {} MB ({}{}), timeout {} s ({}){}",
             applied.memory_limit_mb,
@@ -625,7 +661,7 @@ pub fn run(
             grace: Duration::from_secs(policy.grace_period_s),
             pids_max: (settings.file.executor.pids_max > 0)
                 .then_some(settings.file.executor.pids_max),
-            cgroup_name: format!("{CGROUP_PREFIX}{my_pid}-{id}"),
+            cgroup_name: executor::owner::Identity::current().cgroup_name(id),
             run_as: run_as.clone(),
         };
         let reservation = match Admission::new(store.conn_mut(), host.clone(), admission.clone())
@@ -637,6 +673,11 @@ pub fn run(
                 &mut |m: &str| progress(m),
             ) {
             Ok(r) => r,
+            Err(AdmissionError::Interrupted(sig)) => {
+                let _ = store.settle(id, &interrupted(sig));
+                interrupted_before_start = Some(sig);
+                break;
+            }
             Err(e) => {
                 let outcome = match e {
                     AdmissionError::QueueTimeout { .. } => Outcome::QueueTimeout,
@@ -658,6 +699,11 @@ pub fn run(
             Admission::new(store.conn_mut(), host.clone(), admission.clone()).release(reservation);
         let actuals = match result {
             Ok(a) => a,
+            Err(executor::ExecError::Interrupted(sig)) => {
+                let _ = store.settle(id, &interrupted(sig));
+                interrupted_before_start = Some(sig);
+                break;
+            }
             Err(e) => {
                 // Never leave the row dangling.
                 let _ = store.settle(id, &unrun(Outcome::Failed));
@@ -670,20 +716,68 @@ pub fn run(
         if let Some(e) = start_err {
             progress(&format!("warning: could not record the start: {e}"));
         }
-        store.settle(
-            id,
-            &Settlement {
-                actual_cpu_s: actuals.cpu_s,
-                actual_rss_mb: actuals.peak_rss_mb,
-                actual_wall_s: Some(actuals.wall_s),
-                rusage_maxrss_mb: Some(actuals.rusage_maxrss_mb),
-                measure_source: actuals.measure_source.clone(),
-                exit_code: actuals.exit_code,
-                signal: actuals.signal,
-                outcome: actuals.outcome,
-                memory_enforced: actuals.memory_enforced,
-            },
-        )?;
+        let settlement = Settlement {
+            actual_cpu_s: actuals.cpu_s,
+            actual_rss_mb: actuals.peak_rss_mb,
+            actual_wall_s: Some(actuals.wall_s),
+            rusage_maxrss_mb: Some(actuals.rusage_maxrss_mb),
+            measure_source: actuals.measure_source.clone(),
+            exit_code: actuals.exit_code,
+            signal: actuals.signal,
+            outcome: actuals.outcome,
+            memory_enforced: actuals.memory_enforced,
+        };
+        let measured = Measured {
+            charged_peak_mb: actuals.charged_peak_mb,
+            oom_events: actuals
+                .charged_peak_mb
+                .is_some()
+                .then_some(actuals.oom_events),
+        };
+        let settled = store.settle_measured(id, &settlement, &measured);
+        if let Err(e) = settled {
+            // The job ran: its exit code must not be hidden behind a store error (disk full).
+            let kept = spool.as_mut().and_then(|sp| {
+                sp.write(id, &settlement, &measured)
+                    .ok()
+                    .map(|()| sp.path().display().to_string())
+            });
+            progress(&match kept {
+                Some(path) => format!(
+                    "error: the job ended ({}) but row {id} could not be written ({e}); its result is kept in {path} and is recorded by the next presize run",
+                    actuals.outcome
+                ),
+                None => format!(
+                    "error: the job ended ({}) but its result could not be recorded in row {id}: {e}",
+                    actuals.outcome
+                ),
+            });
+            let exit_code = exit_code_for(&actuals);
+            attempts.push(AttemptReport {
+                row_id: id,
+                attempt,
+                applied,
+                actuals,
+            });
+            return Ok(RunReport {
+                job_id,
+                backend: exec.backend_name().into(),
+                dry_run,
+                attempts,
+                rejected_row: None,
+                exit_code,
+                plan,
+                slurm_job_ids: Vec::new(),
+                sources: Some(sources),
+            });
+        }
+        if actuals.outcome == Outcome::Ok && actuals.oom_events > 0 {
+            progress(&format!(
+                "warning: the kernel OOM-killed {} process(es) inside the job at its {} MB cap, \
+                 but its main process exited 0: recorded as ok with oom_events = {}",
+                actuals.oom_events, applied.memory_limit_mb, actuals.oom_events
+            ));
+        }
         progress(&format!(
             "attempt {attempt}: {} — peak {:.1} MB, cpu {:.2} s, wall {:.2} s ({})",
             actuals.outcome,
@@ -725,10 +819,16 @@ pub fn run(
         }
         attempt += 1;
     }
-    let exit_code = attempts
-        .last()
-        .map(|a| exit_code_for(&a.actuals))
-        .unwrap_or(1);
+    let exit_code = match interrupted_before_start {
+        Some(sig) => {
+            progress(&format!("interrupted by signal {sig}"));
+            128 + sig
+        }
+        None => attempts
+            .last()
+            .map(|a| exit_code_for(&a.actuals))
+            .unwrap_or(1),
+    };
     Ok(RunReport {
         job_id,
         backend: exec.backend_name().into(),

@@ -31,7 +31,8 @@ pub enum Verdict {
     Rejected,
     /// Never ran: `--queue-timeout` expired while waiting for host memory.
     QueueTimeout,
-    /// presize was interrupted (SIGINT/SIGTERM/SIGHUP) and stopped the job.
+    /// presize was interrupted (SIGINT/SIGTERM/SIGHUP/SIGQUIT) and stopped the job, or
+    /// did not start the next attempt.
     Interrupted,
     /// SLURM without `--wait`: submitted, not yet settled (`presize settle` settles it).
     Submitted,
@@ -71,9 +72,14 @@ impl RunStatus {
             (None, Some(_)) => Some(Outcome::Rejected),
             (None, None) => None,
         };
+        // A local run whose exit code is not its last attempt's was stopped by a signal
+        // before an attempt started (admission wait, retry wait).
+        let stopped_between = r.slurm_job_ids.is_empty()
+            && r.rejected_row.is_none()
+            && last.map(|a| crate::runner::exit_code_for(&a.actuals)) != Some(r.exit_code);
         let verdict = if r.rejected_row.is_some() {
             Verdict::Rejected
-        } else if last.is_some_and(|a| a.actuals.interrupted_by.is_some()) {
+        } else if last.is_some_and(|a| a.actuals.interrupted_by.is_some()) || stopped_between {
             Verdict::Interrupted
         } else {
             match outcome {

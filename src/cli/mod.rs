@@ -135,6 +135,27 @@ pub fn dispatch(cli: Cli) -> Result<i32, Error> {
     }
 }
 
+/// Escape control characters (terminal escapes, newlines) so that untrusted text — a job
+/// key, a path — prints as one inert line.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Write one line to stderr. A closed or full stderr is ignored: presize's own messages must
+/// never stop (or panic) a job (`presize run … 2>&1 | head -c 10`).
+pub fn say(line: &str) {
+    let mut e = std::io::stderr().lock();
+    let _ = writeln!(e, "{line}");
+}
+
 /// Write to stdout; a closed pipe (`presize stats | head`) is not an error.
 pub fn out(text: &str) -> Result<(), Error> {
     let mut so = std::io::stdout().lock();

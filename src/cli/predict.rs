@@ -190,7 +190,7 @@ pub fn execute(args: Args) -> Result<i32, Error> {
     let r = report(&args, &settings)?;
     // Warnings go to stderr in both modes (with --json they are also in the document).
     for w in &r.warnings {
-        eprintln!("presize: warning: {w}");
+        super::say(&format!("presize: warning: {w}"));
     }
     if args.json {
         out_json(&r)?;
@@ -199,9 +199,9 @@ pub fn execute(args: Args) -> Result<i32, Error> {
     let mut s = String::new();
     s += &format!(
         "script      {} ({}, job key {})\n",
-        r.script.as_deref().unwrap_or("-"),
+        super::printable(r.script.as_deref().unwrap_or("-")),
         r.language,
-        r.job_key
+        super::printable(&r.job_key)
     );
     if r.script_truncated {
         s += "            (script larger than the scan limit: scanned the first part only)\n";

@@ -61,6 +61,41 @@ pub struct Args {
     pub command: Vec<OsString>,
 }
 
+/// Longest `--timeout` accepted: 366 days.
+pub const MAX_TIMEOUT_S: u64 = 366 * 24 * 3600;
+
+/// `--timeout` and `--memory-mb` must be real limits: 0 is refused (not silently 1), and a cap
+/// larger than the host budget would make the admission ledger meaningless.
+fn check_overrides(args: &Args, budget_mb: u64) -> Result<(), Error> {
+    if let Some(t) = args.timeout {
+        if t == 0 || t > MAX_TIMEOUT_S {
+            return Err(Error::Usage(format!(
+                "--timeout {t}: give 1 to {MAX_TIMEOUT_S} seconds"
+            )));
+        }
+    }
+    if let Some(m) = args.memory_mb {
+        if m == 0 {
+            return Err(Error::Usage(
+                "--memory-mb 0: give a cap of at least 1 MB".into(),
+            ));
+        }
+        if m > budget_mb {
+            return Err(Error::Usage(format!(
+                "--memory-mb {m} exceeds the host memory budget of {budget_mb} MB; lower it or raise PRESIZE_HOST_BUDGET_MB"
+            )));
+        }
+    }
+    if let Some(q) = args.queue_timeout {
+        if q > MAX_TIMEOUT_S {
+            return Err(Error::Usage(format!(
+                "--queue-timeout {q}: give at most {MAX_TIMEOUT_S} seconds"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Run `run`.
 pub fn execute(mut args: Args) -> Result<i32, Error> {
     let Some(path) = args.status_file.take() else {
@@ -81,6 +116,7 @@ fn execute_job(args: Args) -> Result<RunReport, Error> {
         return Err(crate::executor::ExecError::EmptyCommand.into());
     }
     let settings = Settings::from_env()?;
+    check_overrides(&args, settings.host_budget_mb)?;
     let spec = JobSpec {
         command: args.command,
         script: args.script,
@@ -102,8 +138,9 @@ fn execute_job(args: Args) -> Result<RunReport, Error> {
     };
     let quiet = args.quiet;
     let say = |m: &str| {
-        if !quiet {
-            eprintln!("presize: {m}");
+        // -q keeps errors (e.g. a result that could not be recorded).
+        if !quiet || m.starts_with("error:") {
+            super::say(&format!("presize: {m}"));
         }
     };
     let report = runner::run(&spec, &settings, &opts, say)?;
@@ -113,7 +150,7 @@ fn execute_job(args: Args) -> Result<RunReport, Error> {
     }
     if !quiet {
         let p = &report.plan.prediction;
-        eprintln!(
+        super::say(&format!(
             "presize: predicted peak {:.1} MB (upper {:.1}), wall {:.2} s, cpu {:.2} s — {} {} confidence {:.2}; job key {}",
             p.peak_rss_mb,
             p.upper.peak_rss_mb,
@@ -122,8 +159,8 @@ fn execute_job(args: Args) -> Result<RunReport, Error> {
             p.source.as_str(),
             p.model_version,
             p.confidence,
-            report.plan.job_key
-        );
+            super::printable(&report.plan.job_key)
+        ));
         if let (Decision::Run { predicted, applied }, Some(src)) =
             (&report.plan.decision, &report.sources)
         {
@@ -138,7 +175,7 @@ fn execute_job(args: Args) -> Result<RunReport, Error> {
             } else {
                 String::new()
             };
-            eprintln!(
+            super::say(&format!(
                 "presize: limits: memory {} MB ({}), timeout {} s ({}){unused}; backend {}; rows {:?}",
                 first.memory_limit_mb,
                 src.memory,
@@ -146,7 +183,7 @@ fn execute_job(args: Args) -> Result<RunReport, Error> {
                 src.timeout,
                 report.backend,
                 report.attempts.iter().map(|a| a.row_id).collect::<Vec<_>>()
-            );
+            ));
         }
     }
     Ok(report)

@@ -24,7 +24,7 @@ pub fn execute(args: Args) -> Result<i32, Error> {
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut progress = move |m: &str| {
         if tty {
-            eprintln!("presize: {m}");
+            super::say(&format!("presize: {m}"));
         }
     };
     let report = slurm::settle_all(&settings, &mut progress)?;

@@ -94,7 +94,11 @@ pub fn execute(args: Args) -> Result<i32, Error> {
     }
     for g in &report.groups {
         s += &table(
-            &format!("\n{} {}", report.by.as_deref().unwrap_or(""), g.key),
+            &format!(
+                "\n{} {}",
+                report.by.as_deref().unwrap_or(""),
+                super::printable(&g.key)
+            ),
             &g.summary,
         );
     }

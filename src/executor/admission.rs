@@ -28,7 +28,26 @@ pub enum AdmissionError {
         memory_mb: u64,
         budget_mb: u64,
     },
+    #[error("a reservation of {0} MB does not fit the ledger (largest: {max} MB)", max = i64::MAX)]
+    TooLarge(u64),
+    #[error("interrupted by signal {0} while waiting for memory")]
+    Interrupted(i32),
 }
+
+/// Milliseconds since the epoch (waiter heartbeats).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// A waiter whose heartbeat is older than this many of its own polls (and at least
+/// [`STALE_MIN_MS`]) has stopped polling (SIGSTOP, frozen): it keeps its reservation but not
+/// its place at the head of the queue until it polls again.
+const STALE_POLLS: i64 = 5;
+/// Lower bound of the staleness threshold, milliseconds.
+const STALE_MIN_MS: i64 = 2_000;
 
 fn db(what: &'static str) -> impl FnOnce(rusqlite::Error) -> AdmissionError {
     move |source| AdmissionError::Db { what, source }
@@ -105,32 +124,44 @@ impl<'c> Admission<'c> {
         priority: Priority,
         status: &mut dyn FnMut(&str),
     ) -> Result<Reservation, AdmissionError> {
-        let pid = std::process::id();
-        let start = super::proc_start_ticks(pid).map(|v| v as i64);
-        let id = {
-            let tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(db("starting a write"))?;
-            tx.execute(
+        let me = super::owner::Identity::current();
+        let pid = me.pid;
+        let start = me.start_ticks.and_then(|v| i64::try_from(v).ok());
+        let memory = i64::try_from(memory_mb).map_err(|_| AdmissionError::TooLarge(memory_mb))?;
+        let poll_ms = i64::try_from(self.cfg.poll.as_millis()).unwrap_or(i64::MAX);
+        if let Some(sig) = super::signals::pending() {
+            return Err(AdmissionError::Interrupted(sig));
+        }
+        let id =
+            {
+                let tx = self
+                    .conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(db("starting a write"))?;
+                tx.execute(
                 "INSERT INTO reservation (row_id, host, pid, pid_start, memory_mb, predicted_mb,
-                    priority, state, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'waiting', ?8)",
+                    priority, state, created_at, boot_id, pidns, heartbeat_ms, poll_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'waiting', ?8, ?9, ?10, ?11, ?12)",
                 params![
                     row_id,
                     self.host,
                     pid,
                     start,
-                    memory_mb as i64,
+                    memory,
                     if predicted_mb.is_finite() { predicted_mb } else { memory_mb as f64 },
                     prio(priority),
-                    now_rfc3339()
+                    now_rfc3339(),
+                    me.boot_id,
+                    me.pidns.and_then(|n| i64::try_from(n).ok()),
+                    now_ms(),
+                    poll_ms
                 ],
             )
             .map_err(db("reserving memory"))?;
-            let id = tx.last_insert_rowid();
-            tx.commit().map_err(db("committing a reservation"))?;
-            id
-        };
+                let id = tx.last_insert_rowid();
+                tx.commit().map_err(db("committing a reservation"))?;
+                id
+            };
         let t0 = Instant::now();
         let mut last_status: Option<Instant> = None;
         loop {
@@ -165,7 +196,10 @@ impl<'c> Admission<'c> {
                 ));
                 last_status = Some(Instant::now());
             }
-            std::thread::sleep(self.cfg.poll);
+            if let Some(sig) = super::signals::sleep_unless_signalled(self.cfg.poll) {
+                let _ = self.release_id(id);
+                return Err(AdmissionError::Interrupted(sig));
+            }
         }
     }
 
@@ -176,11 +210,20 @@ impl<'c> Admission<'c> {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db("starting a write"))?;
         reclaim(&tx, &self.host)?;
+        let now = now_ms();
+        tx.execute(
+            "UPDATE reservation SET heartbeat_ms = ?2 WHERE id = ?1",
+            params![id, now],
+        )
+        .map_err(db("recording a heartbeat"))?;
+        // Waiters that stopped polling do not hold the head of the queue.
         let head: Option<i64> = tx
             .query_row(
                 "SELECT id FROM reservation WHERE host = ?1 AND state = 'waiting'
+                   AND (heartbeat_ms IS NULL
+                        OR heartbeat_ms >= ?2 - max(?3, ?4 * coalesce(poll_ms, 0)))
                  ORDER BY priority, id LIMIT 1",
-                [&self.host],
+                params![&self.host, now, STALE_MIN_MS, STALE_POLLS],
                 |r| r.get(0),
             )
             .optional()
@@ -189,9 +232,11 @@ impl<'c> Admission<'c> {
             tx.commit().map_err(db("committing"))?;
             return Ok(None);
         }
-        let (running_mb, running_pred, n_running): (i64, f64, i64) = tx
+        // total() sums as REAL: an absurd reservation cannot make every later run fail with
+        // "integer overflow" (and caps are bounded when stored).
+        let (running_mb, running_pred, n_running): (f64, f64, i64) = tx
             .query_row(
-                "SELECT coalesce(sum(memory_mb), 0), coalesce(sum(predicted_mb), 0.0), count(*)
+                "SELECT total(memory_mb), total(predicted_mb), count(*)
                  FROM reservation WHERE host = ?1 AND state = 'running'",
                 [&self.host],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
@@ -205,7 +250,7 @@ impl<'c> Admission<'c> {
             )
             .map_err(db("reading a reservation"))?;
         let budget = self.cfg.budget_mb as f64;
-        let caps = running_mb as f64 + memory_mb as f64;
+        let caps = running_mb + memory_mb as f64;
         let fits = n_running == 0
             || caps <= budget
             || (self.cfg.burst_factor > 1.0
@@ -241,15 +286,15 @@ impl<'c> Admission<'c> {
     pub fn state(&self) -> Result<LedgerState, AdmissionError> {
         self.conn
             .query_row(
-                "SELECT coalesce(sum(CASE WHEN state='running' THEN memory_mb END), 0),
-                        coalesce(sum(CASE WHEN state='running' THEN predicted_mb END), 0.0),
+                "SELECT total(CASE WHEN state='running' THEN memory_mb END),
+                        total(CASE WHEN state='running' THEN predicted_mb END),
                         count(CASE WHEN state='running' THEN 1 END),
                         count(CASE WHEN state='waiting' THEN 1 END)
                  FROM reservation WHERE host = ?1",
                 [&self.host],
                 |r| {
                     Ok(LedgerState {
-                        running_mb: r.get::<_, i64>(0)?.max(0) as u64,
+                        running_mb: r.get::<_, f64>(0)?.max(0.0) as u64,
                         running_predicted_mb: r.get(1)?,
                         running: r.get::<_, i64>(2)? as usize,
                         waiting: r.get::<_, i64>(3)? as usize,
@@ -261,20 +306,28 @@ impl<'c> Admission<'c> {
 }
 
 fn reclaim(tx: &rusqlite::Transaction<'_>, host: &str) -> Result<usize, AdmissionError> {
-    let holders: Vec<(i64, i64, Option<i64>)> = {
+    type Holder = (i64, i64, Option<i64>, Option<String>, Option<i64>);
+    let holders: Vec<Holder> = {
         let mut st = tx
-            .prepare("SELECT id, pid, pid_start FROM reservation WHERE host = ?1")
+            .prepare("SELECT id, pid, pid_start, boot_id, pidns FROM reservation WHERE host = ?1")
             .map_err(db("reading reservations"))?;
         let rows = st
-            .query_map([host], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .query_map([host], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
             .map_err(db("reading reservations"))?
             .collect::<Result<Vec<_>, _>>()
             .map_err(db("reading reservations"))?;
         rows
     };
     let mut n = 0;
-    for (id, pid, start) in holders {
-        if !super::process_alive(pid, start) {
+    let me = super::owner::Identity::current();
+    for (id, pid, start, boot, pidns) in holders {
+        let pidns = pidns.and_then(|n| u64::try_from(n).ok());
+        // Only a holder proven gone is reclaimed (not one in another PID namespace).
+        if super::owner::liveness(me, boot.as_deref(), pidns, pid, start)
+            == super::owner::Liveness::Dead
+        {
             n += tx
                 .execute("DELETE FROM reservation WHERE id = ?1", [id])
                 .map_err(db("reclaiming a reservation"))?;

@@ -3,9 +3,12 @@
 
 pub mod admission;
 pub mod cgroup;
+pub mod owner;
+pub mod signals;
 pub mod user;
 
-use std::ffi::OsString;
+use std::cell::Cell;
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -40,6 +43,8 @@ pub enum ExecError {
     Runtime(io::Error),
     #[error(transparent)]
     User(#[from] user::UserError),
+    #[error("interrupted by signal {0} before the job started")]
+    Interrupted(i32),
 }
 
 impl ExecError {
@@ -85,8 +90,15 @@ pub struct Actuals {
     pub signal: Option<i32>,
     /// CPU seconds (cgroup when available, else rusage of waited-for processes).
     pub cpu_s: Option<f64>,
-    /// Peak memory in MiB (cgroup peak when available, else the largest process's maxrss).
+    /// What the job needed, MiB: the peak of non-reclaimable memory (anon + shmem, and
+    /// unreclaimable kernel memory on v2; never page cache) sampled from the cgroup while it
+    /// ran, at least the largest process's maxrss, at most the charged peak; the charged peak
+    /// (the cap) when it was OOM-killed. Without a cgroup: the largest process's maxrss.
     pub peak_rss_mb: Option<f64>,
+    /// The cgroup's charged peak (page cache included), MiB; `None` without a cgroup.
+    pub charged_peak_mb: Option<f64>,
+    /// Processes the kernel OOM-killed inside the job (also under a job that exited 0).
+    pub oom_events: u64,
     pub wall_s: f64,
     pub rusage_maxrss_mb: f64,
     pub rusage_cpu_s: f64,
@@ -131,6 +143,24 @@ pub fn process_alive(pid: i64, start: Option<i64>) -> bool {
 
 /// Resolve the program of a command the way `execvp` would, with clear errors.
 pub fn resolve_program(program: &OsString) -> Result<PathBuf, ExecError> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    resolve_program_in(program, &path)
+}
+
+/// Resolve the program the way it will be run: with the `--user`'s `PATH` when given
+/// ([`user::USER_PATH`]), else with presize's own.
+pub fn resolve_program_for(
+    program: &OsString,
+    run_as: Option<&user::RunAs>,
+) -> Result<PathBuf, ExecError> {
+    match run_as {
+        Some(_) => resolve_program_in(program, OsStr::new(user::USER_PATH)),
+        None => resolve_program(program),
+    }
+}
+
+/// Resolve `program` in the directories of `path` (or as given when it contains a `/`).
+pub fn resolve_program_in(program: &OsString, path: &OsStr) -> Result<PathBuf, ExecError> {
     let s = program.to_string_lossy();
     if s.is_empty() {
         return Err(ExecError::EmptyCommand);
@@ -148,8 +178,7 @@ pub fn resolve_program(program: &OsString) -> Result<PathBuf, ExecError> {
     if s.contains('/') {
         return check(Path::new(program));
     }
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
-    for dir in std::env::split_paths(&path) {
+    for dir in std::env::split_paths(path) {
         let cand = dir.join(program);
         if let Ok(meta) = std::fs::metadata(&cand) {
             if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
@@ -189,6 +218,46 @@ fn wait_blocking(pid: i32) -> io::Result<WaitResult> {
     }
 }
 
+/// The controlling terminal presize holds in the foreground, if any (fd 0, 1 or 2). A job in
+/// its own process group must get it, or reading the terminal stops it with SIGTTIN.
+fn foreground_tty() -> Option<i32> {
+    (0..3).find(|&fd| {
+        // SAFETY: plain queries on standard descriptors.
+        unsafe {
+            libc::isatty(fd) == 1
+                && libc::tcgetpgrp(fd) > 0
+                && libc::tcgetpgrp(fd) == libc::getpgrp()
+        }
+    })
+}
+
+/// A signal set holding only SIGTTOU (built before a fork, used in the child).
+fn sigttou_set() -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset initialise the zeroed set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTTOU);
+        set
+    }
+}
+
+/// Make `pgrp` the foreground process group of `fd` with SIGTTOU blocked (a background group
+/// calling `tcsetpgrp` is otherwise stopped). Async-signal-safe.
+fn give_tty(fd: i32, pgrp: libc::pid_t, ttou: &libc::sigset_t) {
+    // SAFETY: plain system calls on valid arguments.
+    unsafe {
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::pthread_sigmask(libc::SIG_BLOCK, ttou, &mut old);
+        libc::tcsetpgrp(fd, pgrp);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+    }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
 fn tv_secs(tv: libc::timeval) -> f64 {
     tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6
 }
@@ -196,9 +265,17 @@ fn tv_secs(tv: libc::timeval) -> f64 {
 impl Executor {
     /// An executor with the configured cgroup backend (`auto` detects).
     pub fn new(choice: CgroupChoice) -> Result<Self, ExecError> {
+        Self::with_v2_options(choice, &cgroup::V2Options::default())
+    }
+
+    /// [`Executor::new`] with the v2 options of `[executor]` (`v2_move_peers`).
+    pub fn with_v2_options(
+        choice: CgroupChoice,
+        v2: &cgroup::V2Options,
+    ) -> Result<Self, ExecError> {
         let backend = match choice {
-            CgroupChoice::Auto => Backend::detect(),
-            CgroupChoice::V2 => Backend::from_kind(CgroupKind::V2)?,
+            CgroupChoice::Auto => Backend::detect_with(v2),
+            CgroupChoice::V2 => Backend::from_kind_with(CgroupKind::V2, v2)?,
             CgroupChoice::V1 => Backend::from_kind(CgroupKind::V1)?,
             CgroupChoice::None => Backend::from_kind(CgroupKind::None)?,
         };
@@ -248,15 +325,22 @@ impl Executor {
     }
 
     /// Run one attempt to completion inside an existing tokio runtime.
+    ///
+    /// Answers SIGINT, SIGTERM, SIGHUP and SIGQUIT (see [`signals`]): a signal pending before
+    /// the spawn returns [`ExecError::Interrupted`] without starting the job; one received while
+    /// it runs is forwarded to its process group as the same signal, then SIGKILL follows after
+    /// the grace period (at once on a second signal).
     pub async fn run_async(
         &self,
         req: &ExecRequest,
         on_started: &mut dyn FnMut(&Started),
     ) -> Result<Actuals, ExecError> {
-        use tokio::signal::unix::{signal, SignalKind};
-
         let program = req.command.first().ok_or(ExecError::EmptyCommand)?;
-        let resolved = resolve_program(program)?;
+        let resolved = resolve_program_for(program, req.run_as.as_ref())?;
+        signals::install().map_err(ExecError::Runtime)?;
+        if let Some(sig) = signals::pending() {
+            return Err(ExecError::Interrupted(sig));
+        }
         let limits = CgroupLimits {
             memory_bytes: req.memory_limit_mb.map(|mb| mb.saturating_mul(1024 * 1024)),
             pids_max: req.pids_max,
@@ -271,16 +355,17 @@ impl Executor {
             cmd.current_dir(dir);
         }
         if let Some(who) = &req.run_as {
-            cmd.env("HOME", &who.home)
-                .env("USER", &who.name)
-                .env("LOGNAME", &who.name);
+            who.apply_env(&mut cmd);
         }
         let fds: Vec<i32> = cg.procs_fds().to_vec();
         let run_as = req.run_as.clone();
-        // SAFETY: the closure only calls write(2) on pre-opened descriptors and
-        // setgroups/setgid/setuid on data prepared before the fork (async-signal-safe, no
-        // allocation), so the child joins its cgroups before exec and before it can fork,
-        // and drops to the job's user only after that.
+        let tty = foreground_tty();
+        let ttou = sigttou_set();
+        // SAFETY: the closure only calls write(2) on pre-opened descriptors, sigprocmask +
+        // tcsetpgrp, and setgroups/setgid/setuid on data prepared before the fork
+        // (async-signal-safe, no allocation), so the child joins its cgroups before exec and
+        // before it can fork, takes the terminal if presize had it, and drops to the job's
+        // user only after that.
         unsafe {
             cmd.pre_exec(move || {
                 for &fd in &fds {
@@ -288,16 +373,15 @@ impl Executor {
                         return Err(io::Error::last_os_error());
                     }
                 }
+                if let Some(fd) = tty {
+                    give_tty(fd, libc::getpid(), &ttou);
+                }
                 if let Some(who) = &run_as {
                     who.apply_in_child()?;
                 }
                 Ok(())
             });
         }
-        // Signal streams before spawning, so a signal during start-up is not lost.
-        let mut sigint = signal(SignalKind::interrupt()).map_err(ExecError::Runtime)?;
-        let mut sigterm = signal(SignalKind::terminate()).map_err(ExecError::Runtime)?;
-        let mut sighup = signal(SignalKind::hangup()).map_err(ExecError::Runtime)?;
 
         let t0 = Instant::now();
         let child = match cmd.spawn() {
@@ -324,24 +408,60 @@ impl Executor {
             let _ = tx.send(wait_blocking(pid));
         });
 
-        let mut timed_out = false;
-        let mut interrupted_by = None;
+        // The need is sampled every tick for the first second (short jobs), then every 5th.
+        let need_peak: Cell<Option<u64>> = Cell::new(None);
+        let sample = || {
+            if let Some(n) = cg.need_bytes() {
+                need_peak.set(Some(need_peak.get().map_or(n, |p| p.max(n))));
+            }
+        };
+        sample();
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks = 0u64;
         let deadline = tokio::time::sleep(req.timeout);
         tokio::pin!(deadline);
-        let first = tokio::select! {
-            r = &mut rx => Some(r),
-            _ = &mut deadline => { timed_out = true; None }
-            _ = sigint.recv() => { interrupted_by = Some(libc::SIGINT); None }
-            _ = sigterm.recv() => { interrupted_by = Some(libc::SIGTERM); None }
-            _ = sighup.recv() => { interrupted_by = Some(libc::SIGHUP); None }
+        let mut timed_out = false;
+        let mut interrupted_by = None;
+        let first = loop {
+            tokio::select! {
+                r = &mut rx => break Some(r),
+                _ = &mut deadline => { timed_out = true; break None; }
+                _ = tick.tick() => {
+                    if let Some(sig) = signals::pending() {
+                        interrupted_by = Some(sig);
+                        break None;
+                    }
+                    ticks += 1;
+                    if ticks < 50 || ticks % 5 == 0 {
+                        sample();
+                    }
+                }
+            }
         };
         let waited = match first {
             Some(r) => r,
             None => {
-                killpg(pid, libc::SIGTERM);
-                match tokio::time::timeout(req.grace, &mut rx).await {
-                    Ok(r) => r,
-                    Err(_) => {
+                // The job's own handler sees what presize saw; a timeout is a SIGTERM.
+                killpg(pid, interrupted_by.unwrap_or(libc::SIGTERM));
+                let seen = signals::count();
+                let grace = tokio::time::sleep(req.grace);
+                tokio::pin!(grace);
+                let within = loop {
+                    tokio::select! {
+                        r = &mut rx => break Some(r),
+                        _ = &mut grace => break None,
+                        _ = tick.tick() => {
+                            sample();
+                            if signals::count() > seen {
+                                break None;
+                            }
+                        }
+                    }
+                };
+                match within {
+                    Some(r) => r,
+                    None => {
                         killpg(pid, libc::SIGKILL);
                         let _ = cg.kill_all();
                         rx.await
@@ -350,6 +470,10 @@ impl Executor {
             }
         };
         let wall_s = t0.elapsed().as_secs_f64();
+        if let Some(fd) = tty {
+            // SAFETY: trivial libc call.
+            give_tty(fd, unsafe { libc::getpgrp() }, &ttou);
+        }
         let waited = match waited {
             Ok(Ok(w)) => w,
             Ok(Err(e)) => {
@@ -362,9 +486,11 @@ impl Executor {
             }
         };
         // The job is over: nothing it started may outlive it (group members, setsid escapees).
+        sample();
         killpg(pid, libc::SIGKILL);
         let _ = cg.kill_all();
         let stats = cg.stats();
+        let oom_events = cg.oom_kills();
         let measured_by_cgroup = stats.peak_bytes.is_some();
         let source = if measured_by_cgroup {
             self.backend_name().to_string()
@@ -383,16 +509,37 @@ impl Executor {
         };
         let rusage_cpu_s = tv_secs(waited.rusage.ru_utime) + tv_secs(waited.rusage.ru_stime);
         let rusage_maxrss_mb = waited.rusage.ru_maxrss as f64 / 1024.0;
+        let oom = stats.oom_killed || oom_events > 0;
+        // The job's main process decides: exit 0 is `ok` even when the kernel OOM-killed one
+        // of its children (the event is kept in `oom_events`), as systemd's OOMPolicy=continue
+        // judges a unit by its main process.
         let outcome = if interrupted_by.is_some() {
             Outcome::Failed
         } else if timed_out {
             Outcome::TimedOut
-        } else if stats.oom_killed {
-            Outcome::OomKilled
         } else if exit_code == Some(0) {
             Outcome::Ok
+        } else if oom {
+            Outcome::OomKilled
         } else {
             Outcome::Failed
+        };
+        let charged_peak_mb = stats.peak_bytes.map(mib);
+        let peak_rss_mb = match (need_peak.get(), charged_peak_mb) {
+            (Some(need), charged) => {
+                let need = mib(need).max(rusage_maxrss_mb);
+                match charged {
+                    // It needed more than it was allowed; the charged peak (the cap) is the
+                    // best known lower bound (memory.stat may lag behind the kill).
+                    Some(c) if outcome == Outcome::OomKilled => c,
+                    // Non-reclaimable memory is part of the charge: a larger sum is stat lag.
+                    Some(c) => need.min(c),
+                    None => need,
+                }
+            }
+            // A cgroup without memory.stat: the charged peak is all there is.
+            (None, Some(charged)) => charged,
+            (None, None) => rusage_maxrss_mb,
         };
         Ok(Actuals {
             outcome,
@@ -404,12 +551,9 @@ impl Executor {
                     .map(|ns| ns as f64 / 1e9)
                     .unwrap_or(rusage_cpu_s),
             ),
-            peak_rss_mb: Some(
-                stats
-                    .peak_bytes
-                    .map(|b| b as f64 / (1024.0 * 1024.0))
-                    .unwrap_or(rusage_maxrss_mb),
-            ),
+            peak_rss_mb: Some(peak_rss_mb),
+            charged_peak_mb,
+            oom_events,
             wall_s,
             rusage_maxrss_mb,
             rusage_cpu_s,

@@ -1,5 +1,10 @@
 //! Running a job as another user (`presize run --user NAME`): resolved before the fork,
 //! applied in the child after it has joined its cgroup and before it execs.
+//!
+//! The job gets a reset environment, like `sudo`'s `env_reset` or systemd's `User=`: only
+//! [`KEPT_VARS`] (and `LC_*`) pass from presize's environment; `HOME`, `USER`, `LOGNAME`,
+//! `SHELL` come from the user database and `PATH` is [`USER_PATH`], which is also the path the
+//! program is looked up in.
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -28,7 +33,15 @@ pub struct RunAs {
     /// Supplementary groups of the user (from /etc/group), including `gid`.
     pub groups: Vec<libc::gid_t>,
     pub home: String,
+    /// Login shell from the user database.
+    pub shell: String,
 }
+
+/// `PATH` of a job run with `--user` (Debian's `ENV_PATH` for ordinary users).
+pub const USER_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// Variables that pass from presize's environment to a `--user` job (plus every `LC_*`).
+pub const KEPT_VARS: [&str; 5] = ["TERM", "LANG", "LANGUAGE", "TZ", "COLORTERM"];
 
 impl RunAs {
     /// Resolve a user name or numeric uid. Only root may switch users; switching to root
@@ -44,6 +57,22 @@ impl RunAs {
             return Err(UserError::NotRoot(spec.to_owned(), me));
         }
         Ok(who)
+    }
+
+    /// Reset `cmd`'s environment to the safe set for this user (see the module docs).
+    pub fn apply_env(&self, cmd: &mut std::process::Command) {
+        cmd.env_clear();
+        for (k, v) in std::env::vars_os() {
+            let key = k.to_string_lossy();
+            if KEPT_VARS.contains(&key.as_ref()) || key.starts_with("LC_") {
+                cmd.env(&k, &v);
+            }
+        }
+        cmd.env("HOME", &self.home)
+            .env("USER", &self.name)
+            .env("LOGNAME", &self.name)
+            .env("SHELL", &self.shell)
+            .env("PATH", USER_PATH);
     }
 
     /// Drop to this user. Call in the child between fork and exec (async-signal-safe:
@@ -107,10 +136,15 @@ fn lookup(spec: &str) -> Result<Option<RunAs>, UserError> {
         return Ok(None);
     }
     // SAFETY: getpw*_r filled these with NUL-terminated strings inside `buf`.
-    let (name, home) = unsafe {
+    let (name, home, shell) = unsafe {
         (
             CStr::from_ptr(pw.pw_name).to_string_lossy().into_owned(),
             CStr::from_ptr(pw.pw_dir).to_string_lossy().into_owned(),
+            if pw.pw_shell.is_null() {
+                String::from("/bin/sh")
+            } else {
+                CStr::from_ptr(pw.pw_shell).to_string_lossy().into_owned()
+            },
         )
     };
     let groups = group_list(&name, pw.pw_gid).map_err(err)?;
@@ -120,6 +154,7 @@ fn lookup(spec: &str) -> Result<Option<RunAs>, UserError> {
         gid: pw.pw_gid,
         groups,
         home,
+        shell,
     }))
 }
 

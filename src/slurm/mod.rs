@@ -484,6 +484,8 @@ fn attempt_report(r: &SlurmRow) -> AttemptReport {
             signal: r.signal,
             cpu_s: r.actual_cpu_s,
             peak_rss_mb: r.actual_rss_mb,
+            charged_peak_mb: None,
+            oom_events: 0,
             wall_s: r.actual_wall_s.unwrap_or(0.0),
             rusage_maxrss_mb: r.slurm_max_rss_mb.unwrap_or(0.0),
             rusage_cpu_s: r.actual_cpu_s.unwrap_or(0.0),

@@ -17,6 +17,7 @@ mod embedded {
 }
 
 mod history;
+pub mod spool;
 pub use history::{rfc3339, AttemptTimes, ModelVersionRecord};
 
 /// How long a writer waits for another one before giving up.
@@ -40,6 +41,13 @@ pub enum StoreError {
         what: &'static str,
         source: rusqlite::Error,
     },
+    #[error("{what} {value} does not fit the database (largest: {})", i64::MAX)]
+    OutOfRange { what: &'static str, value: u64 },
+}
+
+/// A `u64` as SQLite's `INTEGER` (i64), refused rather than wrapped when it does not fit.
+fn int(what: &'static str, value: u64) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::OutOfRange { what, value })
 }
 
 fn q(what: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
@@ -64,10 +72,22 @@ fn settle_in(
     s: &Settlement,
     now: &str,
 ) -> rusqlite::Result<usize> {
+    settle_measured_in(tx, id, s, &Measured::default(), now)
+}
+
+/// [`settle_in`] with the cgroup's charged peak and OOM event count.
+fn settle_measured_in(
+    tx: &rusqlite::Transaction<'_>,
+    id: i64,
+    s: &Settlement,
+    m: &Measured,
+    now: &str,
+) -> rusqlite::Result<usize> {
     tx.execute(
         "UPDATE resource_prediction SET actual_cpu_s = ?2, actual_rss_mb = ?3,
             actual_wall_s = ?4, rusage_maxrss_mb = ?5, measure_source = ?6, exit_code = ?7,
-            signal = ?8, outcome = ?9, settled_at = ?10, memory_enforced = ?11
+            signal = ?8, outcome = ?9, settled_at = ?10, memory_enforced = ?11,
+            charged_peak_mb = ?12, oom_events = ?13
          WHERE id = ?1 AND settled_at IS NULL",
         params![
             id,
@@ -80,7 +100,9 @@ fn settle_in(
             s.signal,
             s.outcome.as_str(),
             now,
-            s.memory_enforced as i64
+            s.memory_enforced as i64,
+            m.charged_peak_mb,
+            m.oom_events.map(|n| i64::try_from(n).unwrap_or(i64::MAX))
         ],
     )
 }
@@ -171,7 +193,7 @@ pub struct NewPrediction {
 }
 
 /// The actuals of a finished attempt.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Settlement {
     pub actual_cpu_s: Option<f64>,
     pub actual_rss_mb: Option<f64>,
@@ -183,6 +205,15 @@ pub struct Settlement {
     pub outcome: Outcome,
     /// Whether a kernel memory cap was really in force.
     pub memory_enforced: bool,
+}
+
+/// What the cgroup measured beside the settlement (V6 columns).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct Measured {
+    /// The cgroup's charged peak (page cache included), MiB.
+    pub charged_peak_mb: Option<f64>,
+    /// OOM kills inside the job's cgroup (`None`: not measured).
+    pub oom_events: Option<u64>,
 }
 
 /// What `sbatch` was given for one attempt.
@@ -351,6 +382,8 @@ pub struct OrphanRow {
     pub id: i64,
     pub executor_pid: Option<i64>,
     pub executor_start: Option<i64>,
+    pub executor_boot_id: Option<String>,
+    pub executor_pidns: Option<i64>,
     pub job_pid: Option<i64>,
     pub job_start: Option<i64>,
     pub cgroup_name: Option<String>,
@@ -387,6 +420,14 @@ impl Store {
             return Err(StoreError::Open {
                 path: path.to_owned(),
                 reason: "it is a directory".into(),
+            });
+        }
+        // A device or FIFO (PRESIZE_DB=/dev/null) is no database: SQLite would create its
+        // journal and presize its lock file beside it (e.g. in /dev).
+        if path.exists() && !path.is_file() {
+            return Err(StoreError::Open {
+                path: path.to_owned(),
+                reason: "it is not a regular file".into(),
             });
         }
         if !path.exists() {
@@ -439,7 +480,15 @@ impl Store {
             .map_err(q("starting a write"))?;
         let now = now_rfc3339();
         let p = &row.prediction;
-        let applied = row.applied;
+        let applied = match row.applied {
+            Some(a) => Some((
+                int("memory cap (MB)", a.memory_limit_mb)?,
+                int("timeout (s)", a.timeout_s)?,
+            )),
+            None => None,
+        };
+        let predicted_mem = int("memory cap (MB)", row.predicted.memory_limit_mb)?;
+        let predicted_timeout = int("timeout (s)", row.predicted.timeout_s)?;
         tx.execute(
             "INSERT INTO resource_prediction (job_id, analysis_id, job_key, runtime, script_path,
                 script_sha256, command, features, schema_hash, predicted_cpu_s, predicted_rss_mb,
@@ -470,10 +519,10 @@ impl Store {
                 p.lower.peak_rss_mb,
                 p.confidence,
                 p.source.as_str(),
-                row.predicted.memory_limit_mb as i64,
-                row.predicted.timeout_s as i64,
-                applied.map(|a| a.memory_limit_mb as i64),
-                applied.map(|a| a.timeout_s as i64),
+                predicted_mem,
+                predicted_timeout,
+                applied.map(|a| a.0),
+                applied.map(|a| a.1),
                 row.predicted.enforced as i64,
                 row.memory_enforced as i64,
                 row.dry_run as i64,
@@ -493,6 +542,18 @@ impl Store {
         )
         .map_err(q("recording a prediction"))?;
         let id = tx.last_insert_rowid();
+        let me = crate::executor::owner::Identity::current();
+        tx.execute(
+            "UPDATE resource_prediction SET executor_boot_id = ?2, executor_pidns = ?3,
+                executor_token = ?4 WHERE id = ?1",
+            params![
+                id,
+                me.boot_id,
+                me.pidns.and_then(|n| i64::try_from(n).ok()),
+                me.token
+            ],
+        )
+        .map_err(q("recording the executor"))?;
         failpoint("insert");
         tx.commit().map_err(q("committing a prediction"))?;
         Ok(id)
@@ -538,16 +599,34 @@ impl Store {
         Ok(n == 1)
     }
 
-    /// Unsettled rows of this host whose executor is no longer alive (per `is_alive(pid, start)`).
+    /// [`Store::settle`] with the cgroup's charged peak and OOM event count.
+    pub fn settle_measured(
+        &mut self,
+        id: i64,
+        s: &Settlement,
+        m: &Measured,
+    ) -> Result<bool, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(q("starting a write"))?;
+        let n = settle_measured_in(&tx, id, s, m, &now_rfc3339()).map_err(q("settling a job"))?;
+        failpoint("settle");
+        tx.commit().map_err(q("committing a settlement"))?;
+        Ok(n == 1)
+    }
+
+    /// Unsettled rows of this host whose executor is proven gone (per `is_dead(row)`).
     pub fn orphans(
         &self,
         host: &str,
-        is_alive: &dyn Fn(i64, Option<i64>) -> bool,
+        is_dead: &dyn Fn(&OrphanRow) -> bool,
     ) -> Result<Vec<OrphanRow>, StoreError> {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT id, executor_pid, executor_start, job_pid, job_start, cgroup_name
+                "SELECT id, executor_pid, executor_start, job_pid, job_start, cgroup_name,
+                        executor_boot_id, executor_pidns
                  FROM resource_prediction WHERE settled_at IS NULL AND host = ?1
                    AND slurm_job_id IS NULL",
             )
@@ -561,18 +640,14 @@ impl Store {
                     job_pid: r.get(3)?,
                     job_start: r.get(4)?,
                     cgroup_name: r.get(5)?,
+                    executor_boot_id: r.get(6)?,
+                    executor_pidns: r.get(7)?,
                 })
             })
             .map_err(q("finding unsettled rows"))?
             .collect::<Result<Vec<_>, _>>()
             .map_err(q("finding unsettled rows"))?;
-        Ok(rows
-            .into_iter()
-            .filter(|o| match o.executor_pid {
-                Some(pid) => !is_alive(pid, o.executor_start),
-                None => true,
-            })
-            .collect())
+        Ok(rows.into_iter().filter(|o| is_dead(o)).collect())
     }
 
     /// Mark rows as `lost` (only if still unsettled). Returns how many changed.

@@ -259,3 +259,15 @@ pub fn cgroup_dirs(prefix: &str) -> Vec<String> {
     }
     found
 }
+
+/// Cgroup directories made by the presize process `pid` (names
+/// `presize-<pid>-<start>-<pidns hex>-<token>-<row>`).
+pub fn cgroup_dirs_of(pid: u32) -> Vec<String> {
+    cgroup_dirs("presize-")
+        .into_iter()
+        .filter(|d| {
+            let name = d.rsplit('/').next().unwrap_or_default();
+            name.split('-').nth(1) == Some(pid.to_string().as_str())
+        })
+        .collect()
+}

@@ -313,6 +313,91 @@ fn cases() -> Vec<Case> {
                 c
             },
         ),
+        case(
+            "--memory-mb above i64::MAX",
+            Expect::Error(2, "--memory-mb 9223372036854775808"),
+            |e| run(e, &["--memory-mb", "9223372036854775808", "--", "true"]),
+        ),
+        case(
+            "--memory-mb u64::MAX",
+            Expect::Error(2, "--memory-mb"),
+            |e| run(e, &["--memory-mb", "18446744073709551615", "--", "true"]),
+        ),
+        case(
+            "--memory-mb above the host budget",
+            Expect::Error(2, "host memory budget"),
+            |e| {
+                let mut c = run(e, &["--memory-mb", "1001", "--", "true"]);
+                c.env("PRESIZE_HOST_BUDGET_MB", "1000");
+                c
+            },
+        ),
+        case("--memory-mb 0", Expect::Error(2, "--memory-mb 0"), |e| {
+            run(e, &["--memory-mb", "0", "--", "true"])
+        }),
+        case("--timeout u64::MAX", Expect::Error(2, "--timeout"), |e| {
+            run(e, &["--timeout", "18446744073709551615", "--", "true"])
+        }),
+        case("--timeout 0", Expect::Error(2, "--timeout 0"), |e| {
+            run(e, &["--timeout", "0", "--", "true"])
+        }),
+        case(
+            "burst_factor = nan",
+            Expect::Error(2, "burst_factor"),
+            |e| {
+                let p = file(e, "nan.toml", b"[admission]\nburst_factor = nan\n");
+                let mut c = run(e, &["--", "true"]);
+                c.env("PRESIZE_CONFIG", p);
+                c
+            },
+        ),
+        case(
+            "burst_factor = inf",
+            Expect::Error(2, "burst_factor"),
+            |e| {
+                let p = file(e, "inf.toml", b"[admission]\nburst_factor = inf\n");
+                let mut c = run(e, &["--", "true"]);
+                c.env("PRESIZE_CONFIG", p);
+                c
+            },
+        ),
+        case("coverage = 2", Expect::Error(2, "coverage"), |e| {
+            let p = file(e, "cov.toml", b"[model]\ncoverage = 2\n");
+            let mut c = run(e, &["--", "true"]);
+            c.env("PRESIZE_CONFIG", p);
+            c
+        }),
+        case(
+            "config owned by another user",
+            Expect::Error(2, "owned by uid 65534"),
+            |e| {
+                let p = file(e, "theirs.toml", b"");
+                // SAFETY: chown(2) on a file this test created (the suite runs as root).
+                let c_path = std::ffi::CString::new(p.clone()).unwrap();
+                unsafe { libc::chown(c_path.as_ptr(), 65534, 65534) };
+                let mut c = run(e, &["--", "true"]);
+                c.env("PRESIZE_CONFIG", p);
+                c
+            },
+        ),
+        case(
+            "config path with a newline",
+            Expect::Error(2, "no-such\\nconfig"),
+            |e| {
+                let mut c = run(e, &["--", "true"]);
+                c.env("PRESIZE_CONFIG", e.path("no-such\nconfig.toml"));
+                c
+            },
+        ),
+        case(
+            "PRESIZE_DB=/dev/null",
+            Expect::Error(4, "not a regular file"),
+            |e| {
+                let mut c = run(e, &["--", "true"]);
+                c.env("PRESIZE_DB", "/dev/null");
+                c
+            },
+        ),
     ];
     let mut db_cases = vec![
         case(
@@ -428,5 +513,54 @@ fn bad_input_matrix() {
             assert_eq!(after[0].settled_at, before[0].settled_at, "{}", c.name);
             assert!(env.integrity_ok(), "{}: integrity", c.name);
         }
+    }
+}
+
+#[test]
+fn dev_null_as_database_creates_nothing_in_dev() {
+    let env = Env::new();
+    let leftovers = [
+        "/dev/null-journal",
+        "/dev/null-wal",
+        "/dev/null.migrate-lock",
+    ];
+    for p in leftovers {
+        // Left there by an older presize; not ours to keep.
+        let _ = std::fs::remove_file(p);
+    }
+    let o = env
+        .cmd()
+        .env("PRESIZE_DB", "/dev/null")
+        .args(["run", "--", "true"])
+        .output()
+        .unwrap();
+    assert_clean_error(&o, 4, "not a regular file");
+    for p in leftovers {
+        assert!(!std::path::Path::new(p).exists(), "{p} created");
+    }
+}
+
+#[test]
+fn a_job_key_with_terminal_escapes_prints_inert() {
+    let env = Env::new();
+    let key = "evil\x1b]0;pwned\x07\x1b[2J";
+    let o = env.run(&["run", "--job-key", key, "--", "true"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(!err.contains('\x1b') && !err.contains('\x07'), "{err:?}");
+    assert!(err.contains("evil\\u{1b}]0;pwned"), "{err:?}");
+    let py = fixture("analysis.py").display().to_string();
+    for args in [
+        &["predict", "--job-key", key, &py][..],
+        &["stats", "--by", "job-key"][..],
+    ] {
+        let o = env.run(args);
+        let out = crate::helper::stdout(&o);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+        assert!(out.contains("evil"), "{args:?}: {out}");
+        assert!(
+            !out.contains('\x1b') && !out.contains('\x07'),
+            "{args:?}: {out:?}"
+        );
     }
 }

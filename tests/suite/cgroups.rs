@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::helper::{cgroup_dirs, process_gone, stderr, Env};
+use crate::helper::{cgroup_dirs_of, process_gone, stderr, Env};
 
 macro_rules! require_cgroups {
     () => {
@@ -95,7 +95,7 @@ fn setsid_escapee_is_killed_at_timeout_and_cgroup_removed() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(process_gone(pid), "setsid escapee {pid} survived");
-    let left = cgroup_dirs(&format!("presize-{presize_pid}-"));
+    let left = cgroup_dirs_of(presize_pid);
     assert!(left.is_empty(), "cgroups left behind: {left:?}");
     assert_eq!(env.rows()[0].outcome.as_deref(), Some("timed_out"));
 }

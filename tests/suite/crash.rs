@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::helper::{cgroup_dirs, cgroup_tests_can_run, process_gone, stderr, Env};
+use crate::helper::{cgroup_dirs_of, cgroup_tests_can_run, process_gone, stderr, Env};
 
 fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -51,9 +51,11 @@ fn kill_9_of_presize_leaves_nothing_behind_after_the_next_start() {
     });
     let (p1, p2) = (read_pid(&same_group).unwrap(), read_pid(&escaped).unwrap());
     let presize_pid = presize.id();
-    let prefix = format!("presize-{presize_pid}-");
     if cgroups {
-        assert!(!cgroup_dirs(&prefix).is_empty(), "the job has no cgroup");
+        assert!(
+            !cgroup_dirs_of(presize_pid).is_empty(),
+            "the job has no cgroup"
+        );
     }
     let held = env.reservations();
     assert_eq!(held, 1);
@@ -76,7 +78,11 @@ fn kill_9_of_presize_leaves_nothing_behind_after_the_next_start() {
         process_gone(p1) && (!cgroups || process_gone(p2))
     });
     if cgroups {
-        assert_eq!(cgroup_dirs(&prefix), Vec::<String>::new(), "cgroup left");
+        assert_eq!(
+            cgroup_dirs_of(presize_pid),
+            Vec::<String>::new(),
+            "cgroup left"
+        );
     } else {
         // Without a cgroup a setsid escapee cannot be found; clean up after the test.
         // SAFETY: plain kill(2).
@@ -167,4 +173,174 @@ fn kill_9_inside_write_transactions_50_times_loses_nothing() {
     let held = env.reservations();
     assert_eq!(held, 0);
     assert!(env.integrity_ok());
+}
+
+/// (outcome, actual_rss_mb, charged_peak_mb, oom_events, exit_code) of one row.
+type Measured = (
+    Option<String>,
+    Option<f64>,
+    Option<f64>,
+    Option<i64>,
+    Option<i64>,
+);
+
+/// [`Measured`] of every row.
+fn measured(env: &Env) -> Vec<Measured> {
+    let conn = env.conn();
+    let mut st = conn
+        .prepare(
+            "SELECT outcome, actual_rss_mb, charged_peak_mb, oom_events, exit_code
+             FROM resource_prediction ORDER BY id",
+        )
+        .unwrap();
+    let rows = st
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    rows
+}
+
+#[test]
+fn a_child_oom_kill_under_a_job_that_exits_0_is_ok_and_not_rerun() {
+    if !cgroup_tests_can_run() {
+        return;
+    }
+    let env = Env::new();
+    let runs = env.path("runs");
+    // The job's side effect must happen once; its child is OOM-killed, the job exits 0.
+    let script = format!(
+        "echo run >> {}; python3 -c \"b = b'x' * (300 << 20)\"; echo child=$?; exit 0",
+        runs.display()
+    );
+    let o = env
+        .cmd()
+        .env("PRESIZE_HOST_BUDGET_MB", "1000")
+        .args(["run", "--memory-mb", "100", "--", "sh", "-c", &script])
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("child=137"),
+        "the child was not OOM-killed: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert_eq!(std::fs::read_to_string(&runs).unwrap(), "run\n", "re-run");
+    let rows = measured(&env);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].0.as_deref(), Some("ok"));
+    assert!(rows[0].3.unwrap_or(0) >= 1, "oom_events {:?}", rows[0].3);
+    assert!(err.contains("OOM-killed"), "{err}");
+}
+
+#[test]
+fn page_cache_is_not_what_a_job_needs() {
+    if !cgroup_tests_can_run() {
+        return;
+    }
+    for cap in ["3000", "300"] {
+        let env = Env::new();
+        let out = env.path("big");
+        let o = env
+            .cmd()
+            .env("PRESIZE_HOST_BUDGET_MB", "4000")
+            .args(["run", "-q", "--memory-mb", cap, "--", "dd", "if=/dev/zero"])
+            .arg(format!("of={}", out.display()))
+            .args(["bs=1M", "count=1500", "status=none"])
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_file(&out);
+        assert_eq!(o.status.code(), Some(0), "cap {cap}: {}", stderr(&o));
+        let rows = measured(&env);
+        let (outcome, need, charged, oom, _) = &rows[0];
+        eprintln!(
+            "dd 1.5 GB under {cap} MB: need {need:?} MB, charged {charged:?} MB, oom {oom:?}"
+        );
+        assert_eq!(outcome.as_deref(), Some("ok"));
+        let need = need.expect("need measured");
+        assert!(need <= 50.0, "cap {cap}: recorded need {need} MB");
+        let charged = charged.expect("charged peak measured");
+        assert!(charged >= 250.0, "cap {cap}: charged {charged} MB");
+    }
+}
+
+#[test]
+fn disk_full_keeps_the_jobs_exit_code() {
+    if !cgroup_tests_can_run() {
+        return;
+    }
+    let env = Env::new();
+    let mnt = env.path("small");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("skipped: cannot mount a tmpfs");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(mnt.clone());
+    let db = mnt.join("p.db");
+    let run = |args: &[&str]| {
+        env.cmd()
+            .env("PRESIZE_DB", &db)
+            .arg("run")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let o = run(&["-q", "--", "true"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // The job fills the file system, then exits 3.
+    let fill = mnt.join("fill");
+    let o = run(&[
+        "-q",
+        "--",
+        "sh",
+        "-c",
+        &format!("cat /dev/zero > {} 2>/dev/null; exit 3", fill.display()),
+    ]);
+    let err = stderr(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "the job's exit code was hidden: {err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.trim_end().lines().count() <= 1, "{err:?}");
+    std::fs::remove_file(&fill).unwrap();
+    assert!(err.contains("is kept in"), "{err}");
+    // Space is back: the next run records the spooled result of the full-disk attempt.
+    let o = run(&["-q", "--", "true"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let (outcome, code, wall): (Option<String>, Option<i64>, Option<f64>) = conn
+        .query_row(
+            "SELECT outcome, exit_code, actual_wall_s FROM resource_prediction WHERE id = 2",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(outcome.as_deref(), Some("failed"), "{err}");
+    assert_eq!(code, Some(3));
+    assert!(wall.is_some(), "actuals lost");
+    let left: Vec<_> = std::fs::read_dir(&mnt)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".settle-"))
+        .collect();
+    assert!(left.is_empty(), "spool files left: {left:?}");
 }

@@ -12,6 +12,7 @@ mod report;
 mod retrain;
 mod run;
 mod security;
+mod signals;
 mod slurm;
 mod stats;
 mod systemd;

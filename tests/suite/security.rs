@@ -65,7 +65,8 @@ fn hostile_job_keys_cannot_escape_the_cgroup_or_model_dir() {
     // Nothing was created from the key anywhere.
     assert!(!env.path("etc").exists() && !env.models.join("../../etc").exists());
     assert!(cgroup_dirs("etc").is_empty() && cgroup_dirs("b\n").is_empty());
-    // Cgroup names derive from numbers only: presize-<executor pid>-<row id>.
+    // Cgroup names derive from numbers only:
+    // presize-<executor pid>-<start ticks>-<pidns hex>-<random hex token>-<row id>.
     let names: Vec<Option<String>> = env
         .conn()
         .prepare("SELECT cgroup_name FROM resource_prediction")
@@ -77,7 +78,7 @@ fn hostile_job_keys_cannot_escape_the_cgroup_or_model_dir() {
     for n in names.into_iter().flatten() {
         let rest = n.strip_prefix("presize-").expect("prefix");
         assert!(
-            rest.chars().all(|c| c.is_ascii_digit() || c == '-'),
+            rest.chars().all(|c| c.is_ascii_hexdigit() || c == '-'),
             "cgroup name {n:?}"
         );
     }
@@ -200,4 +201,66 @@ fn a_job_started_by_root_runs_as_another_user() {
     let o = env.run(&["run", "--user", "root", "--", "true"]);
     assert_clean_error(&o, 2, "root");
     assert_eq!(env.count(), 1);
+}
+
+#[test]
+fn a_user_job_gets_a_reset_environment_and_the_users_path() {
+    if !is_root() {
+        eprintln!("skipped: --user needs root");
+        return;
+    }
+    let env = Env::new();
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // A program that only root's PATH finds.
+    let bin = env.path("rootbin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let prog = bin.join("only-for-root");
+    std::fs::write(&prog, "#!/bin/sh\necho ran\n").unwrap();
+    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let root_path = format!("{}:/usr/bin:/bin", bin.display());
+    let o = env
+        .cmd()
+        .env("PATH", &root_path)
+        .env("SECRET_TOKEN", "s3cret")
+        .env("LD_PRELOAD", "/nonexistent.so")
+        .env("LANG", "C.UTF-8")
+        .args(["run", "-q", "--user", "nobody", "--", "env"])
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = stdout(&o);
+    let vars: Vec<&str> = text.lines().collect();
+    assert!(!text.contains("SECRET_TOKEN"), "{text}");
+    assert!(!text.contains("LD_PRELOAD"), "{text}");
+    assert!(!text.contains("PRESIZE_"), "{text}");
+    assert!(
+        vars.contains(&"PATH=/usr/local/bin:/usr/bin:/bin"),
+        "{text}"
+    );
+    assert!(
+        vars.contains(&"USER=nobody") && vars.contains(&"LOGNAME=nobody"),
+        "{text}"
+    );
+    assert!(vars.contains(&"LANG=C.UTF-8"), "{text}");
+    assert!(
+        vars.iter()
+            .any(|v| v.starts_with("HOME=") && *v != "HOME=/root"),
+        "{text}"
+    );
+    // The program is looked up in the user's PATH, not root's.
+    let o = env
+        .cmd()
+        .env("PATH", &root_path)
+        .args(["run", "--user", "nobody", "--", "only-for-root"])
+        .output()
+        .unwrap();
+    assert_clean_error(&o, 2, "only-for-root");
+    let o = env
+        .cmd()
+        .env("PATH", &root_path)
+        .args(["run", "-q", "--", "only-for-root"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }

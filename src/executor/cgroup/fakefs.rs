@@ -61,6 +61,11 @@ struct State {
     options: Options,
     kills: Vec<i32>,
     kill_writes: Vec<PathBuf>,
+    /// (parent, child): when `parent` is moved, `child` appears in the cgroup it left (a fork
+    /// that raced with the move). Used once.
+    fork_on_move: Vec<(i32, i32)>,
+    /// (pid, errno): moving `pid` fails with `errno`.
+    refuse_move: Vec<(i32, i32)>,
 }
 
 thread_local! {
@@ -87,6 +92,8 @@ impl FakeCgroupFs {
             options,
             kills: Vec::new(),
             kill_writes: Vec::new(),
+            fork_on_move: Vec::new(),
+            refuse_move: Vec::new(),
         }));
         ACTIVE.with(|a| {
             let mut a = a.borrow_mut();
@@ -159,6 +166,16 @@ impl FakeCgroupFs {
     /// Pids the code tried to SIGKILL.
     pub(crate) fn kills(&self) -> Vec<i32> {
         self.state.borrow().kills.clone()
+    }
+
+    /// When `parent` is next moved, `child` appears in the cgroup `parent` left.
+    pub(crate) fn fork_on_move(&self, parent: i32, child: i32) {
+        self.state.borrow_mut().fork_on_move.push((parent, child));
+    }
+
+    /// Moving `pid` fails with `errno` (e.g. `ESRCH`: it exited; `EACCES`: another user's).
+    pub(crate) fn refuse_move(&self, pid: i32, errno: i32) {
+        self.state.borrow_mut().refuse_move.push((pid, errno));
     }
 
     /// `cgroup.kill` files written with "1".
@@ -407,6 +424,27 @@ pub(crate) fn intercept_write(path: &Path, contents: &str) -> Option<io::Result<
                     .any(|c| c == "memory" || c == "io");
                 if is_v2 && dir != mount_dir && domain_enabled {
                     return Some(Err(busy()));
+                }
+                if let Some(&(_, errno)) = s.refuse_move.iter().find(|(p, _)| *p == pid) {
+                    return Some(Err(io::Error::from_raw_os_error(errno)));
+                }
+                let forked = s
+                    .fork_on_move
+                    .iter()
+                    .position(|(p, _)| *p == pid)
+                    .map(|i| s.fork_on_move.remove(i).1);
+                if let Some(child) = forked {
+                    let mut dirs = Vec::new();
+                    all_dirs(&mount_dir, &mut dirs);
+                    if let Some(from) = dirs
+                        .iter()
+                        .map(|d| d.join("cgroup.procs"))
+                        .find(|f| words(f).iter().any(|w| w == &pid.to_string()))
+                    {
+                        let mut pids = words(&from);
+                        pids.push(child.to_string());
+                        let _ = fs::write(&from, format!("{}\n", pids.join("\n")));
+                    }
                 }
                 remove_pid_below(&mount_dir, pid);
                 let mut pids = words(path);

@@ -9,6 +9,7 @@
 //! Every call here is blocking file-system work (kill and rmdir loops sleep for a few
 //! milliseconds); call it from `spawn_blocking` inside an async runtime.
 
+mod measure;
 mod none;
 mod v1;
 mod v2;
@@ -18,7 +19,7 @@ mod fakefs;
 
 pub use none::NoneBackend;
 pub use v1::V1Backend;
-pub use v2::V2Backend;
+pub use v2::{MovePeers, V2Backend, V2Options};
 
 use std::ffi::CString;
 use std::fmt;
@@ -158,10 +159,19 @@ impl Backend {
     ///
     /// On a delegated v2 subtree this prepares delegation once: it may move this process into
     /// `<base>/supervisor` and enable `memory`, `pids` (and `cpu`) in `<base>/cgroup.subtree_control`.
-    /// Prints nothing.
+    /// With the default [`V2Options`] ([`MovePeers::Auto`]) it also moves other processes that
+    /// share `<base>` into `supervisor` when `<base>` is delegated to this user (see
+    /// [`MovePeers`]). Prints nothing.
     pub fn detect() -> Backend {
+        Self::detect_with(&V2Options::default())
+    }
+
+    /// [`Backend::detect`] with the v2 options of `[executor]` (e.g. `v2_move_peers`).
+    pub fn detect_with(v2: &V2Options) -> Backend {
         match read_proc_self() {
-            Ok((cgroup, mountinfo)) => Self::detect_at(Path::new("/"), &cgroup, &mountinfo),
+            Ok((cgroup, mountinfo)) => {
+                Self::detect_at_with(Path::new("/"), &cgroup, &mountinfo, v2)
+            }
             Err(e) => Backend::None(NoneBackend::new(format!(
                 "no writable memory controller: {e}"
             ))),
@@ -171,9 +181,19 @@ impl Backend {
     /// Like [`Backend::detect`], but with every mount point taken relative to `root` and the
     /// contents of `/proc/self/cgroup` and `/proc/self/mountinfo` given (for fake-fs tests).
     pub fn detect_at(root: &Path, proc_self_cgroup: &str, mountinfo: &str) -> Backend {
+        Self::detect_at_with(root, proc_self_cgroup, mountinfo, &V2Options::default())
+    }
+
+    /// [`Backend::detect_at`] with explicit v2 options.
+    pub fn detect_at_with(
+        root: &Path,
+        proc_self_cgroup: &str,
+        mountinfo: &str,
+        v2: &V2Options,
+    ) -> Backend {
         let own = ProcCgroup::parse(proc_self_cgroup);
         let mounts = parse_mountinfo(mountinfo);
-        let v2_reason = match V2Backend::detect_at(root, &own, &mounts) {
+        let v2_reason = match V2Backend::detect_at(root, &own, &mounts, v2) {
             Ok(b) => return Backend::V2(b),
             Err(reason) => reason,
         };
@@ -188,11 +208,16 @@ impl Backend {
 
     /// Forces one kind (config `cgroup = "v2" | "v1" | "none"`); `Unsupported` when it is not usable.
     pub fn from_kind(kind: CgroupKind) -> Result<Backend, CgroupError> {
+        Self::from_kind_with(kind, &V2Options::default())
+    }
+
+    /// [`Backend::from_kind`] with the v2 options of `[executor]`.
+    pub fn from_kind_with(kind: CgroupKind, v2: &V2Options) -> Result<Backend, CgroupError> {
         if kind == CgroupKind::None {
             return Ok(Backend::None(NoneBackend::disabled()));
         }
         let (cgroup, mountinfo) = read_proc_self().map_err(CgroupError::Unsupported)?;
-        Self::from_kind_at(kind, Path::new("/"), &cgroup, &mountinfo)
+        Self::from_kind_at_with(kind, Path::new("/"), &cgroup, &mountinfo, v2)
     }
 
     /// [`Backend::from_kind`] against a fake root (see [`Backend::detect_at`]).
@@ -202,10 +227,27 @@ impl Backend {
         proc_self_cgroup: &str,
         mountinfo: &str,
     ) -> Result<Backend, CgroupError> {
+        Self::from_kind_at_with(
+            kind,
+            root,
+            proc_self_cgroup,
+            mountinfo,
+            &V2Options::default(),
+        )
+    }
+
+    /// [`Backend::from_kind_at`] with explicit v2 options.
+    pub fn from_kind_at_with(
+        kind: CgroupKind,
+        root: &Path,
+        proc_self_cgroup: &str,
+        mountinfo: &str,
+        v2: &V2Options,
+    ) -> Result<Backend, CgroupError> {
         let own = ProcCgroup::parse(proc_self_cgroup);
         let mounts = parse_mountinfo(mountinfo);
         match kind {
-            CgroupKind::V2 => V2Backend::detect_at(root, &own, &mounts)
+            CgroupKind::V2 => V2Backend::detect_at(root, &own, &mounts, v2)
                 .map(Backend::V2)
                 .map_err(|r| CgroupError::Unsupported(format!("cgroup v2: {r}"))),
             CgroupKind::V1 => V1Backend::detect_at(root, &own, &mounts)
@@ -318,6 +360,15 @@ impl Layout {
             Layout::V1(d) => v1::stats(d),
         }
     }
+
+    /// The memory directory and whether it is cgroup2.
+    fn memory_dir(&self) -> Option<(&Path, bool)> {
+        match self {
+            Layout::None => None,
+            Layout::V2 { dir } => Some((dir, true)),
+            Layout::V1(d) => d.memory.as_deref().map(|m| (m, false)),
+        }
+    }
 }
 
 impl JobCgroup {
@@ -365,6 +416,20 @@ impl JobCgroup {
     /// Peak memory, CPU time and whether the OOM killer struck; unreadable values are `None`.
     pub fn stats(&self) -> CgroupStats {
         self.layout.stats()
+    }
+
+    /// Non-reclaimable memory in use now (anon + shmem, plus unreclaimable kernel memory on
+    /// v2; never page cache), bytes; sample it while the job runs and keep the maximum.
+    pub fn need_bytes(&self) -> Option<u64> {
+        let (dir, v2) = self.layout.memory_dir()?;
+        measure::need_bytes(dir, v2)
+    }
+
+    /// How many processes the kernel OOM killer killed in the job so far.
+    pub fn oom_kills(&self) -> u64 {
+        self.layout
+            .memory_dir()
+            .map_or(0, |(dir, v2)| measure::oom_kills(dir, v2))
     }
 
     /// Pids currently in the job (all directories and any sub-cgroups), sorted, deduplicated.

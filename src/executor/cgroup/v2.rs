@@ -3,9 +3,19 @@
 //! Layout: `<base>/supervisor` holds the executor, `<base>/<job>` are the job cgroups. Only
 //! `<base>` (which is delegated to us) is ever modified: its `cgroup.subtree_control` gets
 //! `+memory`, then `+pids` and `+cpu` where available; ancestors are never touched.
+//!
+//! The kernel refuses `+memory` on `<base>` while any process is still in it (no internal
+//! processes). When other processes share `<base>` with presize — a worker daemon that calls
+//! `presize run` — they are moved into `supervisor` too, if [`MovePeers`] allows it and `<base>`
+//! belongs to this user; otherwise detection fails (auto detection then uses no cgroup).
 
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 use super::{
     child_dirs, keyed_value, mkdir, read_keyed, read_pids, read_string, read_u64, read_words,
@@ -16,15 +26,57 @@ use super::{
 /// Controllers enabled for job cgroups; `memory` is required, the others are used if delegated.
 const WANTED: [&str; 3] = ["memory", "pids", "cpu"];
 /// Attempts to enable `memory` while other processes (e.g. concurrent presize instances still
-/// moving into `supervisor`) keep `<base>` busy.
+/// moving into `supervisor`, or children a moved peer forked meanwhile) keep `<base>` busy.
 const ENABLE_TRIES: u32 = 50;
 const ENABLE_PAUSE: Duration = Duration::from_millis(10);
+/// Rounds of "read `<base>/cgroup.procs`, move every pid into `supervisor`" before giving up
+/// on peers that keep forking.
+const MOVE_ROUNDS: u32 = 100;
+/// Extended attributes systemd sets to `1` on the cgroup of a unit with `Delegate=yes`
+/// (`user.delegate` also from the user manager, systemd ≥ 251 according to its NEWS).
+const DELEGATE_XATTRS: [&str; 2] = ["trusted.delegate", "user.delegate"];
+
+/// Whether presize may move other processes out of its delegated cgroup into `supervisor`
+/// (config `[executor] v2_move_peers`). Whatever the mode, no process is moved out of a cgroup
+/// whose directory (or its `cgroup.procs`) is not owned by presize's effective uid.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MovePeers {
+    /// Move them when the cgroup is delegated to this user: as root, when systemd marked it
+    /// delegated (`trusted.delegate` or `user.delegate` xattr = 1); as another user, when the
+    /// directory and its `cgroup.procs` are owned by that user (what delegation to a user is).
+    #[default]
+    Auto,
+    /// Also as root in an unmarked cgroup (manual delegation, containers, older systemd).
+    Always,
+    /// Never move other processes: presize must be alone in its cgroup to use v2.
+    Never,
+}
+
+impl MovePeers {
+    /// The lowercase name used in config files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MovePeers::Auto => "auto",
+            MovePeers::Always => "always",
+            MovePeers::Never => "never",
+        }
+    }
+}
+
+/// Options of the v2 backend (from `[executor]`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct V2Options {
+    /// What to do with other processes in presize's delegated cgroup.
+    pub move_peers: MovePeers,
+}
 
 /// A usable delegated cgroup2 subtree.
 #[derive(Debug, Clone)]
 pub struct V2Backend {
     base: PathBuf,
     enabled: Vec<String>,
+    moved_peers: Vec<i32>,
 }
 
 impl V2Backend {
@@ -38,11 +90,18 @@ impl V2Backend {
         &self.enabled
     }
 
+    /// Other processes this detection moved from `<base>` into `<base>/supervisor` (in the
+    /// order moved; may include pids that exited after the move).
+    pub fn moved_peers(&self) -> &[i32] {
+        &self.moved_peers
+    }
+
     /// Finds our cgroup2 base and prepares delegation (idempotent, safe under concurrency).
     pub(super) fn detect_at(
         root: &Path,
         own: &ProcCgroup,
         mounts: &[Mount],
+        options: &V2Options,
     ) -> Result<V2Backend, String> {
         let own_path = own
             .v2_path()
@@ -57,8 +116,9 @@ impl V2Backend {
         if base == loc.mount_dir || !base.starts_with(&loc.mount_dir) {
             return Err(format!(
                 "this process is in the root cgroup of {}; run presize in a delegated cgroup \
-                 (systemd Delegate=yes)",
-                loc.mount_dir.display()
+                 (systemd Delegate=yes){}",
+                loc.mount_dir.display(),
+                user_hint(&loc.mount_dir)
             ));
         }
         if loc.read_only {
@@ -68,13 +128,14 @@ impl V2Backend {
         if !available.iter().any(|c| c == "memory") {
             return Err(format!(
                 "memory controller not delegated to {} (cgroup.controllers: {}); use systemd \
-                 Delegate=yes",
+                 Delegate=yes{}",
                 base.display(),
                 if available.is_empty() {
                     "none".to_string()
                 } else {
                     available.join(" ")
-                }
+                },
+                user_hint(&loc.mount_dir)
             ));
         }
         if let Ok(kind) = read_string(&base.join("cgroup.type")) {
@@ -89,8 +150,9 @@ impl V2Backend {
         let subtree = base.join("cgroup.subtree_control");
         if !writable(&base) || !writable(&subtree) {
             return Err(format!(
-                "cannot write {} (delegate it to this user)",
-                subtree.display()
+                "cannot write {} (delegate it to this user){}",
+                subtree.display(),
+                user_hint(&loc.mount_dir)
             ));
         }
         let moved = if in_supervisor {
@@ -99,9 +161,18 @@ impl V2Backend {
             move_self_to_supervisor(&base)?;
             true
         };
-        match enable_controllers(&base, &available) {
-            Ok(enabled) => Ok(V2Backend { base, enabled }),
+        let mut peers = Peers {
+            allowed: peer_move_allowed(&base, options.move_peers),
+            moved: Vec::new(),
+        };
+        match enable_controllers(&base, &available, &mut peers) {
+            Ok(enabled) => Ok(V2Backend {
+                base,
+                enabled,
+                moved_peers: peers.moved,
+            }),
             Err(reason) => {
+                peers.move_back(&base);
                 if moved {
                     undo_move(&base);
                 }
@@ -109,7 +180,6 @@ impl V2Backend {
             }
         }
     }
-
     pub(super) fn create(
         &self,
         name: &str,
@@ -175,41 +245,207 @@ fn only_presize_left(base: &Path) -> bool {
     })
 }
 
+/// Other processes in `<base>`: whether they may be moved, and which were.
+struct Peers {
+    /// `Err(why not)` when presize must not move them.
+    allowed: Result<(), String>,
+    moved: Vec<i32>,
+}
+
+impl Peers {
+    /// Moves every process still in `base` into `base/supervisor`, repeating until `base` is
+    /// empty (a peer may fork between the read of `cgroup.procs` and its move; the child
+    /// then stays behind and is caught by the next round).
+    fn move_all(&mut self, base: &Path) -> Result<(), String> {
+        let target = base.join(SUPERVISOR_DIR).join("cgroup.procs");
+        let mut left = Vec::new();
+        for round in 0..MOVE_ROUNDS {
+            left = read_pids(base).map_err(|e| e.to_string())?;
+            if left.is_empty() {
+                return Ok(());
+            }
+            for &pid in &left {
+                match write_file(&target, &pid.to_string()) {
+                    Ok(()) => self.moved.push(pid),
+                    // Exited between the read and the move.
+                    Err(CgroupError::Io { ref source, .. })
+                        if source.raw_os_error() == Some(libc::ESRCH) => {}
+                    Err(e) => {
+                        return Err(format!(
+                            "cannot move process {pid} into {}: {e}",
+                            target.display()
+                        ))
+                    }
+                }
+            }
+            if round >= 10 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        Err(format!(
+            "processes keep appearing in {} ({left:?} after {MOVE_ROUNDS} rounds of moving)",
+            base.display()
+        ))
+    }
+
+    /// Best effort after a failed detection: put the moved processes back into `base`.
+    fn move_back(&mut self, base: &Path) {
+        let procs = base.join("cgroup.procs");
+        for pid in self.moved.drain(..) {
+            let _ = write_file(&procs, &pid.to_string());
+        }
+    }
+}
+
+/// Whether presize may move other processes out of `base` under `mode`; `Err` says why not.
+fn peer_move_allowed(base: &Path, mode: MovePeers) -> Result<(), String> {
+    if mode == MovePeers::Never {
+        return Err("[executor] v2_move_peers = \"never\"".into());
+    }
+    let meta = std::fs::metadata(base).map_err(|e| format!("{}: {e}", base.display()))?;
+    let procs_uid = std::fs::metadata(base.join("cgroup.procs"))
+        .map(|m| m.uid())
+        .map_err(|e| format!("{}/cgroup.procs: {e}", base.display()))?;
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    decide_peer_move(
+        mode,
+        euid,
+        meta.uid(),
+        procs_uid,
+        delegation_marked(base),
+        base,
+    )
+}
+
+/// The rule behind [`peer_move_allowed`], without file-system access (unit-tested).
+fn decide_peer_move(
+    mode: MovePeers,
+    euid: u32,
+    dir_uid: u32,
+    procs_uid: u32,
+    marked: bool,
+    base: &Path,
+) -> Result<(), String> {
+    if mode == MovePeers::Never {
+        return Err("[executor] v2_move_peers = \"never\"".into());
+    }
+    if dir_uid != euid || procs_uid != euid {
+        return Err(format!(
+            "{} is owned by uid {dir_uid} (cgroup.procs by uid {procs_uid}), not by this \
+             user (uid {euid}): presize moves no process out of a cgroup it does not own",
+            base.display()
+        ));
+    }
+    if euid == 0 && mode == MovePeers::Auto && !marked {
+        return Err(format!(
+            "{} is not marked delegated (no trusted.delegate or user.delegate xattr, which \
+             systemd sets for Delegate=yes); set [executor] v2_move_peers = \"always\" to move \
+             them anyway",
+            base.display()
+        ));
+    }
+    Ok(())
+}
+
+/// systemd's delegation mark on `dir`: a `trusted.delegate` or `user.delegate` xattr of `1`.
+fn delegation_marked(dir: &Path) -> bool {
+    let Ok(path) = CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    DELEGATE_XATTRS.iter().any(|name| {
+        let Ok(name) = CString::new(*name) else {
+            return false;
+        };
+        let mut buf = [0u8; 8];
+        // SAFETY: `path` and `name` are NUL-terminated and outlive the call; `buf` is a
+        // writable buffer of the length passed.
+        let n = unsafe {
+            libc::getxattr(
+                path.as_ptr(),
+                name.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        usize::try_from(n).is_ok_and(|n| buf.get(..n) == Some(b"1".as_slice()))
+    })
+}
+
+/// For a user without a usable cgroup: the command that gets them one, when systemd's user
+/// manager has a subtree delegated to them (`user.slice/user-UID.slice/user@UID.service`).
+fn user_hint(mount_dir: &Path) -> String {
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if euid == 0 {
+        return String::new();
+    }
+    let manager = mount_dir
+        .join("user.slice")
+        .join(format!("user-{euid}.slice"))
+        .join(format!("user@{euid}.service"));
+    match std::fs::metadata(&manager) {
+        Ok(m) if m.is_dir() && m.uid() == euid => format!(
+            "; your systemd user manager has a delegated subtree ({}): run presize as \
+             `systemd-run --user --scope -p Delegate=yes presize run ...`",
+            manager.display()
+        ),
+        _ => String::new(),
+    }
+}
+
 /// Enables `memory` (required) then `pids`/`cpu` (if available) on `base`; returns what is enabled.
 ///
 /// `memory` goes first: enabling a threaded controller (`cpu`, `pids`) alone while `base` still
-/// has processes would turn it into a thread root and break every child.
-fn enable_controllers(base: &Path, available: &[String]) -> Result<Vec<String>, String> {
+/// has processes would turn it into a thread root and break every child. While other processes
+/// keep `base` busy, they are moved into `supervisor` if `peers` allows it, else waited for if
+/// they are all presize (concurrent instances about to move themselves).
+fn enable_controllers(
+    base: &Path,
+    available: &[String],
+    peers: &mut Peers,
+) -> Result<Vec<String>, String> {
     let subtree = base.join("cgroup.subtree_control");
     let current = read_words(&subtree).map_err(|e| e.to_string())?;
     if !current.iter().any(|c| c == "memory") {
         let mut attempt = 1;
         loop {
-            match write_file(&subtree, "+memory") {
+            let err = match write_file(&subtree, "+memory") {
                 Ok(()) => break,
-                Err(CgroupError::Io { ref source, .. })
-                    if source.raw_os_error() == Some(libc::EBUSY)
-                        && attempt < ENABLE_TRIES
-                        && only_presize_left(base) =>
-                {
+                Err(e) => e,
+            };
+            let busy = matches!(err, CgroupError::Io { ref source, .. }
+                if source.raw_os_error() == Some(libc::EBUSY));
+            if busy && attempt < ENABLE_TRIES {
+                if peers.allowed.is_ok() {
+                    peers.move_all(base).map_err(|why| {
+                        format!("cannot enable the memory controller: {err}; {why}")
+                    })?;
+                    attempt += 1;
+                    continue;
+                }
+                if only_presize_left(base) {
                     attempt += 1;
                     std::thread::sleep(ENABLE_PAUSE);
-                }
-                Err(e) => {
-                    let others = read_pids(base).unwrap_or_default();
-                    let hint = if others.is_empty() {
-                        String::new()
-                    } else {
-                        format!(
-                            "; processes {others:?} are still in {}: presize must be the only \
-                             process in its delegated cgroup (or use systemd \
-                             DelegateSubgroup=supervisor)",
-                            base.display()
-                        )
-                    };
-                    return Err(format!("cannot enable the memory controller: {e}{hint}"));
+                    continue;
                 }
             }
+            let others = read_pids(base).unwrap_or_default();
+            let hint = match (&peers.allowed, others.is_empty()) {
+                (_, true) => String::new(),
+                (Ok(()), false) => format!(
+                    "; processes {others:?} are still in {} after moving them {} times",
+                    base.display(),
+                    attempt - 1
+                ),
+                (Err(why), false) => format!(
+                    "; processes {others:?} are still in {} and were not moved ({why}): \
+                     presize must be the only process in its delegated cgroup (or use systemd \
+                     DelegateSubgroup=supervisor, systemd >= 254)",
+                    base.display()
+                ),
+            };
+            return Err(format!("cannot enable the memory controller: {err}{hint}"));
         }
     }
     for ctrl in WANTED.iter().skip(1) {
@@ -272,6 +508,7 @@ mod tests {
 
     use super::super::fakefs::{FakeCgroupFs, Options};
     use super::super::{Backend, CgroupError, CgroupKind, CgroupLimits, CgroupStats};
+    use super::{decide_peer_move, MovePeers, V2Options};
 
     const MI: &str = "41 31 0:38 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot\n";
     const SVC: &str = "/system.slice/presize.service";
@@ -681,5 +918,159 @@ mod tests {
             .why_none()
             .unwrap_or_default()
             .contains("outside the mount"));
+    }
+
+    fn detect_with(fake: &FakeCgroupFs, own: &str, move_peers: MovePeers) -> Backend {
+        Backend::detect_at_with(
+            fake.root(),
+            &format!("0::{own}\n"),
+            MI,
+            &V2Options { move_peers },
+        )
+    }
+
+    /// Marks `dir` delegated the way systemd does (`user.delegate` = 1).
+    fn mark_delegated(dir: &Path) {
+        let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).expect("path");
+        let name = std::ffi::CString::new("user.delegate").expect("name");
+        // SAFETY: valid NUL-terminated strings and a 1-byte value.
+        let rc =
+            unsafe { libc::setxattr(path.as_ptr(), name.as_ptr(), b"1".as_ptr().cast(), 1, 0) };
+        assert_eq!(rc, 0, "setxattr: {}", std::io::Error::last_os_error());
+    }
+
+    #[test]
+    fn shared_marked_base_moves_peers_into_supervisor() {
+        let (fake, svc) = delegated(Options::default(), &["cpu", "memory", "pids"]);
+        mark_delegated(&svc);
+        fake.write(
+            &svc.join("cgroup.procs"),
+            &format!("900001\n{}\n900002\n", me()),
+        );
+        let b = detect(&fake, SVC);
+        let Backend::V2(v2) = &b else {
+            panic!("{:?}", b.why_none())
+        };
+        assert!(lines(&fake, &svc.join("cgroup.procs")).is_empty());
+        let mut sup = lines(&fake, &svc.join("supervisor/cgroup.procs"));
+        sup.sort();
+        let mut want = vec!["900001".to_string(), "900002".to_string(), me()];
+        want.sort();
+        assert_eq!(sup, want);
+        assert_eq!(v2.moved_peers(), [900001, 900002]);
+        assert_eq!(
+            fake.read(&svc.join("cgroup.subtree_control")),
+            "cpu memory pids\n"
+        );
+    }
+
+    #[test]
+    fn unmarked_base_as_root_needs_always() {
+        let (fake, svc) = delegated(Options::default(), &["memory", "pids"]);
+        fake.write(&svc.join("cgroup.procs"), &format!("900003\n{}\n", me()));
+        // auto: root, no delegation mark -> nothing moved, none backend, the reason says so.
+        let b = detect_with(&fake, SVC, MovePeers::Auto);
+        let why = b.why_none().unwrap_or_default().to_string();
+        assert!(why.contains("not marked delegated"), "{why}");
+        assert!(why.contains("v2_move_peers = \"always\""), "{why}");
+        assert!(why.contains("900003"), "{why}");
+        assert!(lines(&fake, &svc.join("cgroup.procs")).contains(&"900003".to_string()));
+        assert!(!svc.join("supervisor").exists());
+        // always: moved.
+        let b = detect_with(&fake, SVC, MovePeers::Always);
+        assert_eq!(b.kind(), CgroupKind::V2, "{:?}", b.why_none());
+        assert!(lines(&fake, &svc.join("cgroup.procs")).is_empty());
+        assert!(lines(&fake, &svc.join("supervisor/cgroup.procs")).contains(&"900003".to_string()));
+    }
+
+    #[test]
+    fn never_leaves_peers_alone_even_when_marked() {
+        let (fake, svc) = delegated(Options::default(), &["memory"]);
+        mark_delegated(&svc);
+        fake.write(&svc.join("cgroup.procs"), &format!("900004\n{}\n", me()));
+        let b = detect_with(&fake, SVC, MovePeers::Never);
+        let why = b.why_none().unwrap_or_default().to_string();
+        assert!(why.contains("v2_move_peers = \"never\""), "{why}");
+        assert_eq!(
+            lines(&fake, &svc.join("cgroup.procs")),
+            vec!["900004".to_string(), me()]
+        );
+        assert!(!svc.join("supervisor").exists());
+        assert_eq!(fake.read(&svc.join("cgroup.subtree_control")), "\n");
+    }
+
+    #[test]
+    fn child_forked_during_the_move_is_caught_by_the_next_round() {
+        let (fake, svc) = delegated(Options::default(), &["memory", "pids"]);
+        mark_delegated(&svc);
+        fake.write(&svc.join("cgroup.procs"), &format!("900005\n{}\n", me()));
+        // 900005 forks 900006 just before it is moved; 900006 forks 900007 likewise.
+        fake.fork_on_move(900005, 900006);
+        fake.fork_on_move(900006, 900007);
+        let b = detect(&fake, SVC);
+        let Backend::V2(v2) = &b else {
+            panic!("{:?}", b.why_none())
+        };
+        assert_eq!(v2.moved_peers(), [900005, 900006, 900007]);
+        assert!(lines(&fake, &svc.join("cgroup.procs")).is_empty());
+        assert_eq!(
+            fake.read(&svc.join("cgroup.subtree_control")),
+            "memory pids\n"
+        );
+    }
+
+    #[test]
+    fn exited_peer_is_skipped_and_refused_move_is_undone() {
+        let (fake, svc) = delegated(Options::default(), &["memory"]);
+        mark_delegated(&svc);
+        fake.write(
+            &svc.join("cgroup.procs"),
+            &format!("900008\n900009\n{}\n", me()),
+        );
+        // EACCES (e.g. another user's process): detection fails and 900008, already moved,
+        // goes back.
+        fake.refuse_move(900009, libc::EACCES);
+        let b = detect(&fake, SVC);
+        let why = b.why_none().unwrap_or_default().to_string();
+        assert!(why.contains("cannot move process 900009"), "{why}");
+        // 900008 was moved and is put back; presize too; nothing enabled.
+        let mut back = lines(&fake, &svc.join("cgroup.procs"));
+        back.sort();
+        let mut want = vec!["900008".to_string(), "900009".to_string(), me()];
+        want.sort();
+        assert_eq!(back, want);
+        assert_eq!(fake.read(&svc.join("cgroup.subtree_control")), "\n");
+        assert!(!svc.join("supervisor").exists());
+
+        // ESRCH (exited between the read and the move) is not an error; the fake keeps
+        // listing the pid, so detection must give up after MOVE_ROUNDS, not loop forever.
+        fake.write(&svc.join("cgroup.procs"), &format!("900010\n{}\n", me()));
+        fake.refuse_move(900010, libc::ESRCH);
+        let b = detect(&fake, SVC);
+        let why = b.why_none().unwrap_or_default().to_string();
+        assert!(why.contains("keep appearing"), "{why}");
+    }
+
+    #[test]
+    fn peer_move_rule() {
+        let base = Path::new("/sys/fs/cgroup/x.service");
+        let ok = |mode, euid, dir, procs, marked| {
+            decide_peer_move(mode, euid, dir, procs, marked, base).is_ok()
+        };
+        // Root: auto needs the systemd mark; always does not; never never.
+        assert!(ok(MovePeers::Auto, 0, 0, 0, true));
+        assert!(!ok(MovePeers::Auto, 0, 0, 0, false));
+        assert!(ok(MovePeers::Always, 0, 0, 0, false));
+        assert!(!ok(MovePeers::Never, 0, 0, 0, true));
+        // Root inside a subtree delegated to someone else: never touched.
+        assert!(!ok(MovePeers::Always, 0, 1000, 1000, true));
+        // A user: ownership of the directory and its cgroup.procs is the delegation.
+        assert!(ok(MovePeers::Auto, 1000, 1000, 1000, false));
+        assert!(!ok(MovePeers::Auto, 1000, 1000, 0, true));
+        assert!(!ok(MovePeers::Always, 1000, 0, 0, true));
+        let why = decide_peer_move(MovePeers::Auto, 1000, 0, 0, false, base)
+            .err()
+            .unwrap_or_default();
+        assert!(why.contains("does not own"), "{why}");
     }
 }
