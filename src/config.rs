@@ -95,6 +95,18 @@ pub struct AdmissionSection {
     pub burst_factor: f64,
     /// How often a waiting job looks again, in milliseconds.
     pub poll_ms: u64,
+    /// Enter burst mode by itself when the queue or the newest forecast says demand exceeds
+    /// the budget (see `executor::burst`).
+    pub auto_burst: bool,
+    /// Factor of an automatic burst.
+    pub auto_burst_factor: f64,
+    /// An automatic burst ends by itself after this many seconds.
+    pub auto_burst_max_s: u64,
+    /// No automatic burst starts within this many seconds of the end of the last burst.
+    pub auto_burst_cool_down_s: u64,
+    /// The queue's head must have waited this many seconds for the queue to count as demand
+    /// over the budget.
+    pub auto_burst_after_s: u64,
 }
 
 impl Default for AdmissionSection {
@@ -102,7 +114,36 @@ impl Default for AdmissionSection {
         Self {
             burst_factor: 1.0,
             poll_ms: 200,
+            auto_burst: false,
+            auto_burst_factor: 1.2,
+            auto_burst_max_s: 1800,
+            auto_burst_cool_down_s: 3600,
+            auto_burst_after_s: 30,
         }
+    }
+}
+
+impl AdmissionSection {
+    /// Check the automatic burst keys (`burst_factor` is checked with the other sections).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.auto_burst {
+            crate::executor::burst::validate(
+                self.auto_burst_factor,
+                std::time::Duration::from_secs(self.auto_burst_max_s),
+            )
+            .map_err(|e| format!("[admission] auto_burst_factor / auto_burst_max_s: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// The automatic burst rule, when `auto_burst` is on.
+    pub fn auto_burst_rule(&self) -> Option<crate::executor::burst::AutoBurst> {
+        self.auto_burst.then(|| crate::executor::burst::AutoBurst {
+            factor: self.auto_burst_factor,
+            max_duration: std::time::Duration::from_secs(self.auto_burst_max_s),
+            cool_down: std::time::Duration::from_secs(self.auto_burst_cool_down_s),
+            after_wait: std::time::Duration::from_secs(self.auto_burst_after_s),
+        })
     }
 }
 
@@ -184,6 +225,7 @@ pub struct ConfigFile {
     pub model: ModelConfig,
     pub store: StoreSection,
     pub slurm: SlurmConfig,
+    pub forecast: crate::forecast::ForecastConfig,
 }
 
 impl ConfigFile {
@@ -248,7 +290,8 @@ impl ConfigFile {
                 "[model] coverage = {cov}: give a share between 0 and 1 (e.g. 0.95)"
             ));
         }
-        Ok(())
+        self.admission.validate()?;
+        self.forecast.validate()
     }
 }
 

@@ -46,6 +46,7 @@ pub mod retrain;
 pub mod runner;
 pub mod slurm;
 pub mod stats;
+pub mod status;
 pub mod store;
 pub mod verdict;
 

@@ -30,6 +30,8 @@ pub struct ReportInput<'a> {
     pub generated_at: String,
     /// Where the rows came from, shown in the header.
     pub source: String,
+    /// Burst periods (newest first), shown in their own table.
+    pub bursts: &'a [crate::executor::burst::BurstRecord],
 }
 
 /// One scatter: a target, how to read it from a row, and the smallest value a log axis shows.
@@ -127,6 +129,7 @@ pub fn render(input: &ReportInput<'_>) -> String {
              Run jobs with <code>presize run -- CMD</code>, then make the report again.</p>\n",
         );
         models_table(&mut h, input.models, input.rows, None);
+        bursts_table(&mut h, input.bursts);
         h.push_str("</body></html>\n");
         return h;
     }
@@ -146,8 +149,34 @@ pub fn render(input: &ReportInput<'_>) -> String {
     keys_table(&mut h, input.rows, &report);
     stats_tables(&mut h, &report);
     models_table(&mut h, input.models, input.rows, Some(&report));
+    bursts_table(&mut h, input.bursts);
     h.push_str("</body></html>\n");
     h
+}
+
+/// Burst periods: when admission let caps exceed the budget, who started it and why.
+fn bursts_table(h: &mut String, bursts: &[crate::executor::burst::BurstRecord]) {
+    h.push_str("<h2>Burst periods</h2>\n");
+    if bursts.is_empty() {
+        h.push_str("<p class=\"note\">No burst so far: caps never exceeded the host budget.</p>\n");
+        return;
+    }
+    h.push_str("<table id=\"bursts\"><tr><th class=\"k\">host</th><th class=\"k\">from</th><th class=\"k\">to</th><th>factor</th><th class=\"k\">source</th><th class=\"k\">who</th><th class=\"k\">why</th><th class=\"k\">ended early</th></tr>\n");
+    for b in bursts {
+        let _ = writeln!(
+            h,
+            "<tr><td class=\"k\">{}</td><td class=\"k\">{}</td><td class=\"k\">{}</td><td>{:.2}</td><td class=\"k\">{}</td><td class=\"k\">{}</td><td class=\"k\">{}</td><td class=\"k\">{}</td></tr>",
+            escape(&b.host),
+            escape(&b.started_at),
+            escape(b.end()),
+            b.factor,
+            escape(&b.source),
+            escape(&b.who),
+            escape(&b.why),
+            escape(b.end_reason.as_deref().unwrap_or(""))
+        );
+    }
+    h.push_str("</table>\n");
 }
 
 fn chips(h: &mut String, s: &Summary) {

@@ -297,6 +297,7 @@ pub fn recover_orphans(store: &mut Store, exec: &Executor) -> Result<Vec<i64>, E
         AdmissionConfig {
             budget_mb: 0,
             burst_factor: 1.0,
+            auto_burst: None,
             queue_timeout: None,
             poll: Duration::from_millis(200),
         },
@@ -622,6 +623,7 @@ pub fn run(
     let admission = AdmissionConfig {
         budget_mb: settings.host_budget_mb,
         burst_factor: settings.file.admission.burst_factor,
+        auto_burst: settings.file.admission.auto_burst_rule(),
         queue_timeout: opts.queue_timeout,
         poll: Duration::from_millis(settings.file.admission.poll_ms.clamp(10, 10_000)),
     };

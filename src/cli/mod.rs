@@ -1,5 +1,6 @@
 //! Command-line interface: one module per subcommand; `main.rs` only parses and exits.
 
+pub mod burst;
 pub mod forecast;
 pub mod predict;
 pub mod progress;
@@ -9,6 +10,7 @@ pub mod retrain;
 pub mod run;
 pub mod settle;
 pub mod stats;
+pub mod status;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -53,6 +55,10 @@ pub enum Command {
     Report(report::Args),
     /// Near-term demand from history: surge factor, posture, recommended actions.
     Forecast(forecast::Args),
+    /// The host now: running and waiting jobs, budget, burst, model and fallbacks.
+    Status(status::Args),
+    /// Force burst mode for a bounded time (`--factor F --for 2h`) or end it (`--off`).
+    Burst(burst::Args),
     /// Settle finished SLURM jobs from accounting; resubmit OOM-killed ones.
     Settle(settle::Args),
     /// Inside a SLURM job: run the command, write its measured peak to a report file.
@@ -130,6 +136,8 @@ pub fn dispatch(cli: Cli) -> Result<i32, Error> {
         Command::Replay(a) => replay::execute(a),
         Command::Report(a) => report::execute(a),
         Command::Forecast(a) => forecast::execute(a),
+        Command::Status(a) => status::execute(a),
+        Command::Burst(a) => burst::execute(a),
         Command::Settle(a) => settle::execute(a),
         Command::SlurmWrap(a) => settle::wrap(a),
     }

@@ -70,6 +70,8 @@ pub fn execute(args: Args) -> Result<i32, Error> {
     let store = settings.open_store()?;
     let rows = store.recent_settled(args.last)?;
     let models = store.model_versions()?;
+    let bursts = crate::executor::burst::all_recent(store.conn(), 50)
+        .map_err(|e| Error::Io(e.to_string()))?;
     let html = report::render(&ReportInput {
         rows: &rows,
         models: &models,
@@ -77,6 +79,7 @@ pub fn execute(args: Args) -> Result<i32, Error> {
         opts: StatsOptions::from_settings(&settings),
         generated_at: crate::store::now_rfc3339(),
         source: settings.db_path.display().to_string(),
+        bursts: &bursts,
     });
     write_page(&args.out, &html)?;
     out(&format!("{}\n", args.out.display()))?;

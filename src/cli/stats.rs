@@ -3,7 +3,9 @@
 use super::{fmt_opt, fmt_pct, out, out_json};
 use crate::config::Settings;
 use crate::error::Error;
-use crate::stats::{self, GroupBy, StatsOptions, Summary};
+use crate::executor::burst::{self, BurstRecord};
+use crate::forecast::learn::{self, HorizonAccuracy};
+use crate::stats::{self, GroupBy, StatsOptions, StatsReport, Summary};
 
 /// Arguments of `stats`.
 #[derive(Debug, clap::Args)]
@@ -74,6 +76,19 @@ fn table(title: &str, s: &Summary) -> String {
     t
 }
 
+/// `stats --json`: the accuracy report plus the operator's view of bursts and forecasts.
+#[derive(Debug, serde::Serialize)]
+struct StatsOut<'a> {
+    #[serde(flatten)]
+    report: &'a StatsReport,
+    /// Burst in force on this host, if any.
+    burst: Option<BurstRecord>,
+    /// The last bursts of every host, newest first.
+    bursts: Vec<BurstRecord>,
+    /// How recorded forecasts fared, per horizon (scored now if their horizon has passed).
+    forecast_accuracy: Vec<HorizonAccuracy>,
+}
+
 /// Run `stats`.
 pub fn execute(args: Args) -> Result<i32, Error> {
     if args.last == 0 {
@@ -84,8 +99,21 @@ pub fn execute(args: Args) -> Result<i32, Error> {
     let rows = store.recent_settled(args.last)?;
     let opts = StatsOptions::from_settings(&settings);
     let report = stats::compute(&rows, args.last, args.by, &opts);
+    let now = std::time::SystemTime::now();
+    learn::score_pending(&store, now)?;
+    let forecast_accuracy = learn::accuracy(&store, now, settings.file.forecast.interval_coverage)?;
+    let bursty = |e: burst::BurstError| Error::Io(e.to_string());
+    let host = crate::runner::hostname();
+    let burst_now =
+        burst::active(store.conn(), &host, &crate::store::now_rfc3339()).map_err(bursty)?;
+    let bursts = burst::all_recent(store.conn(), 10).map_err(bursty)?;
     if args.json {
-        out_json(&report)?;
+        out_json(&StatsOut {
+            report: &report,
+            burst: burst_now,
+            bursts,
+            forecast_accuracy,
+        })?;
         return Ok(0);
     }
     let mut s = table(&format!("last {} settled", args.last), &report.overall);
@@ -101,6 +129,40 @@ pub fn execute(args: Args) -> Result<i32, Error> {
             ),
             &g.summary,
         );
+    }
+    s += &match &burst_now {
+        Some(b) => format!(
+            "\nburst in force on {host}: ×{:.2} until {} ({} by {}: {})\n",
+            b.factor, b.until, b.source, b.who, b.why
+        ),
+        None => format!("\nno burst in force on {host}\n"),
+    };
+    for b in &bursts {
+        s += &format!(
+            "  burst {} … {} ×{:.2} on {} ({} by {}: {})\n",
+            b.started_at,
+            b.end(),
+            b.factor,
+            b.host,
+            b.source,
+            b.who,
+            b.why
+        );
+    }
+    if !forecast_accuracy.is_empty() {
+        s += "\nrecorded forecasts, scored against what happened:\n  horizon  scored  MAE jobs  rel err jobs  rel err GB·h  in interval (nominal)\n";
+        for a in &forecast_accuracy {
+            s += &format!(
+                "  {:>6} h {:>7} {:>9.2} {:>12.1}% {:>12.1}% {:>12.1}% ({:.0}%)\n",
+                a.horizon_hours,
+                a.scored,
+                a.jobs_mae,
+                a.jobs_rel_error * 100.0,
+                a.gbh_rel_error * 100.0,
+                a.interval_coverage * 100.0,
+                a.nominal * 100.0
+            );
+        }
     }
     out(&s)?;
     Ok(0)

@@ -32,6 +32,8 @@ pub enum AdmissionError {
     TooLarge(u64),
     #[error("interrupted by signal {0} while waiting for memory")]
     Interrupted(i32),
+    #[error(transparent)]
+    Burst(#[from] super::burst::BurstError),
 }
 
 /// Milliseconds since the epoch (waiter heartbeats).
@@ -60,6 +62,8 @@ pub struct AdmissionConfig {
     /// Sum of caps may reach `burst_factor` × budget while the sum of predicted peaks stays
     /// within the budget. 1.0 = off.
     pub burst_factor: f64,
+    /// The automatic burst rule (`None` = off); a burst in force raises the factor above.
+    pub auto_burst: Option<super::burst::AutoBurst>,
     /// Give up waiting after this long (`None` = wait forever).
     pub queue_timeout: Option<Duration>,
     /// How often to look again while waiting.
@@ -251,10 +255,21 @@ impl<'c> Admission<'c> {
             .map_err(db("reading a reservation"))?;
         let budget = self.cfg.budget_mb as f64;
         let caps = running_mb + memory_mb as f64;
+        let burst_factor = super::burst::factor_in_force(
+            &tx,
+            &self.host,
+            self.cfg.burst_factor,
+            self.cfg.auto_burst.as_ref(),
+            super::burst::Demand {
+                id,
+                caps_mb: caps,
+                budget_mb: budget,
+            },
+        )?;
         let fits = n_running == 0
             || caps <= budget
-            || (self.cfg.burst_factor > 1.0
-                && caps <= budget * self.cfg.burst_factor
+            || (burst_factor > 1.0
+                && caps <= budget * burst_factor
                 && running_pred + my_pred <= budget);
         if fits {
             tx.execute(

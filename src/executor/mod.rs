@@ -2,6 +2,7 @@
 //! SIGTERM → grace → SIGKILL, actuals measured from the kernel.
 
 pub mod admission;
+pub mod burst;
 pub mod cgroup;
 pub mod owner;
 pub mod signals;

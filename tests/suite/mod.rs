@@ -4,6 +4,8 @@ mod cgroups;
 mod concurrency;
 mod crash;
 mod forecast;
+mod forecast_learn;
+mod ops;
 mod policy_props;
 mod predict;
 mod progress;

@@ -76,3 +76,33 @@ fn a_broken_unit_is_caught() {
 fn executor_unit_verifies() {
     verify(&["presize-executor.service"]);
 }
+
+#[test]
+fn forecast_service_and_timer_verify() {
+    verify(&["presize-forecast.service", "presize-forecast.timer"]);
+}
+
+#[test]
+fn the_forecast_service_command_records_silently() {
+    // The unit's ExecStart arguments, run against a test store: nothing on stdout, one
+    // recorded forecast per horizon, marked as the timer's.
+    let text = std::fs::read_to_string(repo("systemd/presize-forecast.service")).unwrap();
+    let exec = text
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .unwrap();
+    let args: Vec<&str> = exec.split_whitespace().skip(1).collect();
+    let env = crate::helper::Env::new();
+    let o = env.cmd().args(&args).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert!(o.stdout.is_empty());
+    let n: i64 = env
+        .conn()
+        .query_row(
+            "SELECT count(*) FROM forecast_record WHERE trigger = 'timer'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(n, 3);
+}
