@@ -99,6 +99,20 @@ fn bench(c: &mut Criterion) {
     c.bench_function("extract/python_2000_lines_from_file_no_sha256", |b| {
         b.iter(|| features::extract(black_box(&req), &catalog, &no_sha).expect("extract"))
     });
+    // Command-line resource hints: the extra pass over a shell script, beside the scan of
+    // the same script (the ratio is the cost `extract` adds for shell jobs).
+    let sh = common::shell_pipeline(500);
+    let hints = features::hints::from_shell(sh.as_bytes());
+    assert!(hints.memory_mb > 0.0 && hints.threads > 0.0, "{hints:?}");
+    c.bench_function("scan_source/shell_pipeline_500_lines", |b| {
+        b.iter(|| features::scan_source(black_box(sh.as_bytes()), Language::Shell, &catalog))
+    });
+    c.bench_function("hints/from_shell_pipeline_500_lines", |b| {
+        b.iter(|| features::hints::from_shell(black_box(sh.as_bytes())))
+    });
+    c.bench_function("hints/from_argv_python_job", |b| {
+        b.iter(|| features::hints::from_argv(black_box(&command)))
+    });
     c.bench_function("predict/3_trained_models_bench_vector", |b| {
         b.iter(|| trained.predict(black_box(&x.vector)))
     });

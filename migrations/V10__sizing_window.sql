@@ -14,3 +14,10 @@ UPDATE resource_prediction SET
 CREATE INDEX idx_key_history_ok ON key_history (job_key, row_id) WHERE outcome = 'ok';
 -- Live coverage of a model: its newest settled rows, by index.
 CREATE INDEX idx_resource_prediction_model ON resource_prediction (model_version, id);
+
+-- Rows from before wave 2 (no evidence recorded): V5 derived their limit sources from
+-- `enforced`, but the old code set `enforced = 1` also while the static defaults applied
+-- because confidence was below the (default 0.05) threshold. Those are `static`.
+UPDATE resource_prediction SET memory_source = 'static', timeout_source = 'static'
+    WHERE evidence IS NULL AND dry_run = 0 AND memory_source = 'predicted'
+      AND confidence IS NOT NULL AND confidence < 0.05;

@@ -30,7 +30,7 @@ pub const SURGE_THRESHOLD: f64 = 1.5;
 pub const CRITICAL_THRESHOLD: f64 = 3.0;
 /// Weight of the trend in the predicted rate: recent + φ (recent − baseline).
 pub const TREND_DAMPING: f64 = 0.5;
-/// OOM kills + timeouts under enforced predicted limits in the recent window that make the
+/// OOM kills under predicted caps + timeouts under predicted timeouts in the recent window that make the
 /// posture degraded.
 pub const RELIABILITY_FAILURES: usize = 2;
 /// A job key with at least this many attempts and this failure rate is named.
@@ -280,7 +280,8 @@ pub struct Forecast {
     pub advice_confidence: f64,
     /// How earlier forecasts of this horizon fared (`null` before any was scored).
     pub accuracy: Option<learn::HorizonAccuracy>,
-    /// OOM kills and timeouts of attempts under enforced predicted limits, recent window.
+    /// OOM kills under a predicted memory cap and timeouts under a predicted timeout (not
+    /// static defaults, overrides or dry run), recent window.
     pub failures_under_predicted_limits: usize,
     /// Share ≤ upper bound per target in the recent window (ok attempts), next to nominal.
     pub calibration: Vec<Calibration>,
@@ -757,11 +758,7 @@ pub fn compute(
 
     let failures_under_predicted = recent
         .iter()
-        .filter(|r| {
-            r.enforced
-                && !r.dry_run
-                && matches!(r.outcome.as_deref(), Some("oom_killed" | "timed_out"))
-        })
+        .filter(|r| stats::failed_under_predicted(r))
         .count();
     let refs: Vec<&JobRecord> = recent.iter().collect();
     let summary = stats::summarise(&refs, &opts.stats);
@@ -1025,7 +1022,14 @@ pub fn markdown(f: &Forecast) -> String {
     let rate = |r: f64| format!("{r:.2} jobs/h");
     let mut s = format!("# presize forecast — next {hs} from {}\n\n", f.now);
     s += "| | |\n|---|---|\n";
-    s += &format!("| resource mode | **{}** |\n", f.resource_mode);
+    // Surge mode also follows from failures under predicted limits: say which it is, so
+    // "surge" beside a low demand level is not read as a demand surge.
+    let why_mode = match (f.resource_mode, f.surge_factor > SURGE_THRESHOLD) {
+        ("surge", true) => " (demand surge)",
+        ("surge", false) => " (headroom for failures under predicted limits, not a demand surge)",
+        _ => "",
+    };
+    s += &format!("| resource mode | **{}**{why_mode} |\n", f.resource_mode);
     s += &format!("| dispatch posture | **{}** |\n", f.dispatch_posture);
     s += &format!(
         "| demand level | **{}** (surge factor {:.2}) |\n",
@@ -1123,7 +1127,7 @@ pub fn markdown(f: &Forecast) -> String {
         None => s += &format!("| past forecasts of {hs} | none scored yet |\n"),
     }
     s += &format!(
-        "| OOM kills + timeouts under predicted limits | {} |\n",
+        "| OOM kills under predicted caps + timeouts under predicted timeouts (not static defaults, overrides or dry run) | {} |\n",
         f.failures_under_predicted_limits
     );
     s += "\n## Top callers (recent window, by memory demand)\n\n";

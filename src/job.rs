@@ -64,17 +64,21 @@ pub enum Outcome {
     Rejected,
     /// Never settled: its executor died.
     Lost,
+    /// Never ran: its `--queue-timeout` expired while waiting for admission (the job
+    /// itself was not judged impossible, unlike [`Outcome::Rejected`]).
+    QueueTimeout,
 }
 
 impl Outcome {
     /// All outcomes, in display order.
-    pub const ALL: [Outcome; 6] = [
+    pub const ALL: [Outcome; 7] = [
         Outcome::Ok,
         Outcome::Failed,
         Outcome::OomKilled,
         Outcome::TimedOut,
         Outcome::Rejected,
         Outcome::Lost,
+        Outcome::QueueTimeout,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -85,6 +89,7 @@ impl Outcome {
             Outcome::TimedOut => "timed_out",
             Outcome::Rejected => "rejected",
             Outcome::Lost => "lost",
+            Outcome::QueueTimeout => "queue_timeout",
         }
     }
 
@@ -94,6 +99,51 @@ impl Outcome {
 }
 
 impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where an applied limit came from (the `memory_source` / `timeout_source` columns).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LimitSource {
+    /// Derived from the job's prediction.
+    Predicted,
+    /// The policy's static default (the prediction was not trusted; the reason says why).
+    Static,
+    /// Given on the command line (`--memory-mb`, `--timeout`).
+    Override,
+    /// Dry run: the static defaults were enforced while the prediction was only recorded.
+    DryRun,
+}
+
+impl LimitSource {
+    /// All sources, in display order.
+    pub const ALL: [LimitSource; 4] = [
+        LimitSource::Predicted,
+        LimitSource::Static,
+        LimitSource::Override,
+        LimitSource::DryRun,
+    ];
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitSource::Predicted => "predicted",
+            LimitSource::Static => "static",
+            LimitSource::Override => "override",
+            LimitSource::DryRun => "dry-run",
+        }
+    }
+
+    /// Parse a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|o| o.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for LimitSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }

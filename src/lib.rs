@@ -39,6 +39,7 @@ pub mod forecast;
 pub mod job;
 pub mod model;
 pub mod policy;
+pub mod provenance;
 pub mod replay;
 pub mod report;
 pub mod retrain;
@@ -47,6 +48,7 @@ pub mod slurm;
 pub mod stats;
 pub mod status;
 pub mod store;
+pub mod verdict;
 
 pub use error::{exit_codes, Error};
 pub use executor::{Actuals, Executor};

@@ -2,10 +2,8 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let cli = presize::cli::Cli::parse();
+    let cli = presize::cli::parse_or_exit();
     let code = match presize::cli::dispatch(cli).map_err(anyhow::Error::from) {
         Ok(code) => code,
         Err(e) => {

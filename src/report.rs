@@ -1,6 +1,8 @@
 //! `presize report`: one self-contained HTML page — inline SVG and CSS, no script, no
-//! network — with predicted-vs-actual scatters, calibration per model version, memory slack
-//! over time, the `stats` numbers and the model registry.
+//! network — with predicted-vs-actual scatters (caps marked by limit source), calibration
+//! per model version with a warning when live coverage falls below nominal, memory slack
+//! over time, the failed / OOM-killed / timed-out attempts, a per-job-key table, the
+//! `stats` numbers and the model registry.
 //!
 //! Every number comes from [`crate::stats`], so the page and `presize stats` agree. The
 //! charts are written by hand: a few hundred lines of SVG replace a plotting crate (see
@@ -11,7 +13,7 @@ use std::fmt::Write as _;
 use std::time::UNIX_EPOCH;
 
 use crate::cli::{fmt_opt, fmt_pct};
-use crate::stats::{self, StatsOptions, StatsReport, Summary};
+use crate::stats::{self, GroupBy, StatsOptions, StatsReport, Summary};
 use crate::store::{JobRecord, ModelVersionRecord};
 
 /// What the page is built from.
@@ -95,6 +97,9 @@ svg text{font-family:inherit;font-size:10px;fill:#333}
 .pt{stroke:#fff;stroke-width:.6;fill-opacity:.85}
 .ok{fill:#1f77b4}.failed{fill:#7f7f7f}.oom_killed{fill:#d62728}.timed_out{fill:#ff7f0e}.other{fill:#9467bd}
 .cap{stroke:#2ca02c;stroke-width:1.6}
+.cap[data-source=static]{stroke:#8c8c8c;stroke-dasharray:2 1.5}.cap[data-source=override]{stroke:#8c564b}.cap[data-source=dry-run]{stroke:#e377c2;stroke-dasharray:2 1.5}
+tr.oom_killed td{background:#fbe0e0}tr.timed_out td{background:#fde9cf}tr.lost td{background:#ece6f5}
+.warn{background:#fff3cd;border:1px solid #d6a100;border-radius:4px;padding:5px 9px;margin:4px 0 6px;color:#5c4400}
 .bar0{fill:#9467bd}.bar1{fill:#1f77b4}.bar2{fill:#17becf}
 .nominal{stroke:#d62728;stroke-dasharray:4 3}
 .l-presize{fill:none;stroke:#1f77b4;stroke-width:2}.l-static{fill:none;stroke:#ff7f0e;stroke-width:2}
@@ -123,13 +128,14 @@ pub fn render(input: &ReportInput<'_>) -> String {
             "<p class=\"empty\">Nothing to report yet: no job has been settled in this store. \
              Run jobs with <code>presize run -- CMD</code>, then make the report again.</p>\n",
         );
-        models_table(&mut h, input.models, input.rows);
+        models_table(&mut h, input.models, input.rows, None);
         bursts_table(&mut h, input.bursts);
         h.push_str("</body></html>\n");
         return h;
     }
-    let report = stats::compute(input.rows, input.window, None, &input.opts);
+    let report = stats::compute(input.rows, input.window, Some(GroupBy::JobKey), &input.opts);
     chips(&mut h, &report.overall);
+    coverage_warnings(&mut h, &report);
     h.push_str("<h2>Predicted vs actual</h2>\n<div class=\"row\">\n");
     for t in &TARGETS {
         scatter(&mut h, t, input.rows, &report.overall);
@@ -139,8 +145,10 @@ pub fn render(input: &ReportInput<'_>) -> String {
     h.push_str("</div>\n<div>\n<h2>Memory slack over time</h2>\n");
     slack(&mut h, input.rows, &input.opts, &report.overall);
     h.push_str("</div>\n</div>\n");
+    failures_table(&mut h, input.rows);
+    keys_table(&mut h, input.rows, &report);
     stats_tables(&mut h, &report);
-    models_table(&mut h, input.models, input.rows);
+    models_table(&mut h, input.models, input.rows, Some(&report));
     bursts_table(&mut h, input.bursts);
     h.push_str("</body></html>\n");
     h
@@ -175,11 +183,12 @@ fn chips(h: &mut String, s: &Summary) {
     let i = &s.impact;
     let _ = writeln!(
         h,
-        "<div class=\"chips\"><span>attempts <b>{}</b></span><span>cap coverage <b>{}</b></span>\
+        "<div class=\"chips\"><span>jobs <b>{}</b></span><span>attempts <b>{}</b></span><span>cap coverage <b>{}</b></span>\
          <span>OOM kills <b>{}</b></span><span>timeouts <b>{}</b></span>\
          <span>slack <b>{:.2} GB·h</b> vs static <b>{:.2} GB·h</b></span>\
          <span>saved <b>{:.2} GB·h</b></span></div>",
         s.jobs,
+        s.attempts,
         fmt_pct(s.cap_coverage),
         i.oom_kills,
         i.timeouts,
@@ -347,11 +356,12 @@ fn scatter(h: &mut String, t: &Target, rows: &[JobRecord], overall: &Summary) {
         let (cx, cy) = (x.at(*p), y.at(*c));
         let _ = write!(
             h,
-            "<line class=\"cap\" x1=\"{:.1}\" y1=\"{cy:.1}\" x2=\"{:.1}\" y2=\"{cy:.1}\"><title>{} · applied cap {} MB</title></line>",
+            "<line class=\"cap\" data-source=\"{src}\" x1=\"{:.1}\" y1=\"{cy:.1}\" x2=\"{:.1}\" y2=\"{cy:.1}\"><title>{} · applied cap {} MB ({src})</title></line>",
             cx - 5.0,
             cx + 5.0,
             escape(&r.job_key),
-            r.applied_memory_mb.unwrap_or(0)
+            r.applied_memory_mb.unwrap_or(0),
+            src = source_name(stats::memory_source(r)),
         );
     }
     for (r, p, a) in &pts {
@@ -370,12 +380,12 @@ fn scatter(h: &mut String, t: &Target, rows: &[JobRecord], overall: &Summary) {
             t.unit
         );
     }
-    legend(h, &pts, is_rss && !caps.is_empty());
+    legend(h, &pts, &caps);
     h.push_str("</svg></div>\n");
 }
 
 /// Outcome colours present in a scatter (and the cap mark), top left inside the plot.
-fn legend(h: &mut String, pts: &[(&JobRecord, f64, f64)], caps: bool) {
+fn legend(h: &mut String, pts: &[(&JobRecord, f64, f64)], caps: &[(f64, f64, &JobRecord)]) {
     let mut present: Vec<&'static str> = Vec::new();
     for (r, _, _) in pts {
         let c = outcome_class(r.outcome.as_deref());
@@ -395,10 +405,18 @@ fn legend(h: &mut String, pts: &[(&JobRecord, f64, f64)], caps: bool) {
         );
         yy += 12.0;
     }
-    if caps {
+    let mut sources: Vec<&'static str> = Vec::new();
+    for (_, _, r) in caps {
+        let s = source_name(stats::memory_source(r));
+        if !sources.contains(&s) {
+            sources.push(s);
+        }
+    }
+    sources.sort();
+    for s in sources {
         let _ = write!(
             h,
-            "<line class=\"cap legend\" x1=\"{:.1}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\"/><text x=\"{:.1}\" y=\"{:.1}\">applied cap</text>",
+            "<line class=\"cap legend\" data-source=\"{s}\" x1=\"{:.1}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\"/><text x=\"{:.1}\" y=\"{:.1}\">cap: {s}</text>",
             ML + 5.0,
             yy - 3.5,
             ML + 13.0,
@@ -406,7 +424,118 @@ fn legend(h: &mut String, pts: &[(&JobRecord, f64, f64)], caps: bool) {
             ML + 16.0,
             yy
         );
+        yy += 12.0;
     }
+}
+
+fn source_name(s: Option<crate::job::LimitSource>) -> &'static str {
+    s.map_or("unknown", |s| s.as_str())
+}
+
+/// A warning above the charts for each target whose live coverage is clearly below
+/// nominal ([`stats::coverage_warning`]), overall and per model version.
+fn coverage_warnings(h: &mut String, report: &StatsReport) {
+    let mut groups: Vec<(String, &Summary)> = vec![("all attempts".into(), &report.overall)];
+    for g in &report.by_model_version {
+        groups.push((format!("model {}", g.key), &g.summary));
+    }
+    for (name, s) in groups {
+        for t in &s.targets {
+            if let Some(w) = stats::coverage_warning(t) {
+                let _ = writeln!(
+                    h,
+                    "<div class=\"warn\" id=\"coverage-warning\">⚠ {}: {}</div>",
+                    escape(&name),
+                    escape(&w)
+                );
+            }
+        }
+    }
+}
+
+/// Most rows the failures table lists (newest first).
+const FAILURE_ROWS: usize = 200;
+
+/// Failed, OOM-killed, timed-out and lost attempts, newest first: key, script, attempt,
+/// cap and its source, peak, wall, timeout, exit code.
+fn failures_table(h: &mut String, rows: &[JobRecord]) {
+    let mut failed: Vec<&JobRecord> = rows
+        .iter()
+        .filter(|r| {
+            matches!(
+                r.outcome.as_deref(),
+                Some("failed" | "oom_killed" | "timed_out" | "lost")
+            )
+        })
+        .collect();
+    failed.sort_by(|a, b| b.settled_at.cmp(&a.settled_at).then(b.id.cmp(&a.id)));
+    let _ = writeln!(
+        h,
+        "<h2>Failures</h2>\n<div class=\"sub\">{} failed, OOM-killed, timed-out or lost attempts{}</div>",
+        failed.len(),
+        if failed.len() > FAILURE_ROWS {
+            format!(" (the newest {FAILURE_ROWS} listed)")
+        } else {
+            String::new()
+        }
+    );
+    if failed.is_empty() {
+        h.push_str("<p class=\"note\" id=\"no-failures\">No attempt failed.</p>\n");
+        return;
+    }
+    h.push_str("<table id=\"failures\"><tr><th class=\"k\">settled</th><th class=\"k\">job key</th><th class=\"k\">script</th><th>attempt</th><th class=\"k\">outcome</th><th>cap MB</th><th class=\"k\">cap source</th><th>peak MB</th><th>wall s</th><th>timeout s</th><th class=\"k\">timeout source</th><th>exit</th></tr>\n");
+    for r in failed.iter().take(FAILURE_ROWS) {
+        let _ = writeln!(
+            h,
+            "<tr class=\"{}\"><td class=\"k\">{}</td><td class=\"k\">{}</td><td class=\"k\">{}</td><td>{}</td><td class=\"k\">{}</td><td>{}</td><td class=\"k\">{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"k\">{}</td><td>{}</td></tr>",
+            escape(r.outcome.as_deref().unwrap_or("")),
+            escape(r.settled_at.as_deref().unwrap_or("-")),
+            escape(&r.job_key),
+            escape(r.script_path.as_deref().unwrap_or("-")),
+            r.attempt,
+            escape(r.outcome.as_deref().unwrap_or("")),
+            r.applied_memory_mb.map_or("-".into(), |c| c.to_string()),
+            source_name(stats::memory_source(r)),
+            fmt_opt(r.actual_rss_mb, 1),
+            fmt_opt(r.actual_wall_s, 1),
+            r.applied_timeout_s.map_or("-".into(), |c| c.to_string()),
+            source_name(stats::timeout_source(r)),
+            r.exit_code.map_or("-".into(), |c| c.to_string()),
+        );
+    }
+    h.push_str("</table>\n");
+}
+
+/// One row per job key: jobs, attempts, outcomes, peak-RSS accuracy, cap coverage, slack.
+fn keys_table(h: &mut String, rows: &[JobRecord], report: &StatsReport) {
+    let mut script: BTreeMap<&str, &str> = BTreeMap::new();
+    for r in rows {
+        if let Some(s) = r.script_path.as_deref() {
+            script.insert(&r.job_key, s);
+        }
+    }
+    h.push_str("<h2>Job keys</h2>\n<table id=\"keys\"><tr><th class=\"k\">job key</th><th class=\"k\">script</th><th>jobs</th><th>attempts</th><th class=\"k\">outcomes</th><th>peak RSS median APE</th><th>peak RSS ≤ upper</th><th>cap coverage</th><th>OOM kills</th><th>timeouts</th><th>slack GB·h</th></tr>\n");
+    for g in &report.groups {
+        let s = &g.summary;
+        let rss = s.targets.iter().find(|t| t.target == "peak_rss_mb");
+        let outcomes: Vec<String> = s.outcomes.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = writeln!(
+            h,
+            "<tr><td class=\"k\">{}</td><td class=\"k\">{}</td><td>{}</td><td>{}</td><td class=\"k\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.3}</td></tr>",
+            escape(&g.key),
+            escape(script.get(g.key.as_str()).copied().unwrap_or("-")),
+            s.jobs,
+            s.attempts,
+            escape(&outcomes.join(", ")),
+            fmt_pct(rss.and_then(|t| t.median_ape)),
+            fmt_pct(rss.and_then(|t| t.calibration)),
+            fmt_pct(s.cap_coverage),
+            s.impact.oom_kills,
+            s.impact.timeouts,
+            s.impact.slack_gbh,
+        );
+    }
+    h.push_str("</table>\n");
 }
 
 /// A number with three significant digits, for tooltips.
@@ -617,7 +746,7 @@ fn slack(h: &mut String, rows: &[JobRecord], opts: &StatsOptions, overall: &Summ
     let i = &overall.impact;
     let _ = write!(
         h,
-        "<div class=\"card\"><div class=\"sub\">cumulative (cap − peak) × wall over {} attempts under predicted limits, and the same attempts under the static default cap ({} MB)</div>\
+        "<div class=\"card\"><div class=\"sub\">cumulative (cap − peak) × wall over {} attempts whose memory cap came from the prediction (not static defaults, overrides or dry run), and the same attempts under the static default cap ({} MB)</div>\
          <svg id=\"slack\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\" role=\"img\" aria-label=\"memory slack over time\">",
         pts.len(),
         opts.static_memory_mb
@@ -625,7 +754,7 @@ fn slack(h: &mut String, rows: &[JobRecord], opts: &StatsOptions, overall: &Summ
     if pts.is_empty() {
         let _ = writeln!(
             h,
-            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">no attempt ran under predicted limits yet (dry run, or confidence below the threshold)</text></svg></div>",
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">no attempt ran under a predicted memory cap yet (all static, override or dry run)</text></svg></div>",
             W / 2.0,
             H / 2.0
         );
@@ -753,7 +882,7 @@ fn stats_tables(h: &mut String, report: &StatsReport) {
             );
         }
     }
-    h.push_str("</table>\n<h2>Outcomes and impact</h2>\n<table id=\"impact\"><tr><th class=\"k\">group</th><th>attempts</th><th class=\"k\">outcomes</th><th>cap coverage</th><th>enforced</th><th>slack GB·h</th><th>static GB·h</th><th>saved GB·h</th><th>OOM kills</th><th>timeouts</th><th>rejected</th><th>lost</th><th class=\"k\">dry run</th></tr>\n");
+    h.push_str("</table>\n<h2>Outcomes and impact</h2>\n<table id=\"impact\"><tr><th class=\"k\">group</th><th>attempts</th><th class=\"k\">outcomes</th><th>cap coverage</th><th>under a predicted cap</th><th>slack GB·h</th><th>static GB·h</th><th>saved GB·h</th><th>OOM kills (predicted cap)</th><th>timeouts (predicted timeout)</th><th>rejected</th><th>queue timeouts</th><th>lost</th><th class=\"k\">memory cap sources</th><th class=\"k\">dry run</th></tr>\n");
     for (name, s) in &groups {
         let i = &s.impact;
         let outcomes: Vec<String> = s.outcomes.iter().map(|(k, v)| format!("{k} {v}")).collect();
@@ -767,19 +896,29 @@ fn stats_tables(h: &mut String, report: &StatsReport) {
         };
         let _ = writeln!(
             h,
-            "<tr><td class=\"k\">{}</td><td>{}</td><td class=\"k\">{}</td><td>{}</td><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"k\">{}</td></tr>",
+            "<tr><td class=\"k\">{}</td><td>{}</td><td class=\"k\">{}</td><td>{}</td><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{} ({})</td><td>{} ({})</td><td>{}</td><td>{}</td><td>{}</td><td class=\"k\">{}</td><td class=\"k\">{}</td></tr>",
             escape(name),
-            s.jobs,
+            s.attempts,
             escape(&outcomes.join(", ")),
             fmt_pct(s.cap_coverage),
-            i.enforced_jobs,
+            i.predicted_cap_attempts,
             i.slack_gbh,
             i.static_slack_gbh,
             i.saved_gbh,
             i.oom_kills,
+            i.oom_kills_under_predicted,
             i.timeouts,
+            i.timeouts_under_predicted,
             i.rejections,
+            i.queue_timeouts,
             i.lost,
+            escape(
+                &i.memory_sources
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             dry
         );
     }
@@ -798,13 +937,18 @@ fn holdout(m: &serde_json::Value, target: &str, field: &str) -> Option<f64> {
 }
 
 /// The `model_version` registry, newest first.
-fn models_table(h: &mut String, models: &[ModelVersionRecord], rows: &[JobRecord]) {
+fn models_table(
+    h: &mut String,
+    models: &[ModelVersionRecord],
+    rows: &[JobRecord],
+    report: Option<&StatsReport>,
+) {
     h.push_str("<h2>Model versions</h2>\n");
     if models.is_empty() {
         h.push_str("<p class=\"note\">No model has been trained yet (predictions come from the shipped prior); <code>presize retrain</code> adds one here.</p>\n");
         return;
     }
-    h.push_str("<table id=\"models\"><tr><th class=\"k\">version</th><th class=\"k\">trained at</th><th>rows</th><th class=\"k\">promoted</th><th>holdout MAPE (peak RSS)</th><th>holdout ≤ upper (peak RSS)</th><th>attempts in this report</th></tr>\n");
+    h.push_str("<table id=\"models\"><tr><th class=\"k\">version</th><th class=\"k\">trained at</th><th>rows</th><th class=\"k\">promoted</th><th>holdout MAPE (peak RSS)</th><th>holdout ≤ upper (peak RSS)</th><th>live ≤ upper (peak RSS)</th><th>attempts in this report</th></tr>\n");
     for m in models.iter().rev() {
         let used = rows.iter().filter(|r| r.model_version == m.version).count();
         let promoted = match (&m.promoted, &m.promoted_at) {
@@ -812,15 +956,26 @@ fn models_table(h: &mut String, models: &[ModelVersionRecord], rows: &[JobRecord
             (true, None) => "yes".into(),
             (false, _) => "no".into(),
         };
+        let live = report
+            .and_then(|r| r.by_model_version.iter().find(|g| g.key == m.version))
+            .and_then(|g| g.summary.targets.iter().find(|t| t.target == "peak_rss_mb"));
+        let live_cell = match live {
+            Some(t) if stats::coverage_warning(t).is_some() => {
+                format!("⚠ {} (below nominal)", fmt_pct(t.calibration))
+            }
+            Some(t) => fmt_pct(t.calibration),
+            None => "-".into(),
+        };
         let _ = writeln!(
             h,
-            "<tr><td class=\"k\">{}</td><td class=\"k\">{}</td><td>{}</td><td class=\"k\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td class=\"k\">{}</td><td class=\"k\">{}</td><td>{}</td><td class=\"k\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape(&m.version),
             escape(&m.trained_at),
             m.rows,
             escape(&promoted),
             fmt_pct(holdout(&m.metrics, "peak_rss_mb", "mape")),
             fmt_pct(holdout(&m.metrics, "peak_rss_mb", "coverage")),
+            escape(&live_cell),
             used
         );
     }

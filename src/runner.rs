@@ -20,12 +20,16 @@ use crate::model::{Prediction, Predictor};
 use crate::policy::{
     self, Decision, Evidences, JobSize, KeyHistory, LimitSource, Limits, Rejection, Sizer, Sizing,
 };
+use crate::provenance::LimitSources;
 use crate::store::{Measured, NewPrediction, Settlement, Store};
 
 /// Everything decided about a job before it runs.
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
     pub job_key: String,
+    /// The key this job had before readable keys; history under it belongs to this job.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub legacy_job_key: Option<String>,
     pub runtime: String,
     pub script: Option<PathBuf>,
     pub script_sha256: Option<String>,
@@ -107,6 +111,8 @@ pub struct RunReport {
     /// SLURM job ids of the submitted attempts (SLURM backend only).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub slurm_job_ids: Vec<String>,
+    /// Where the first attempt's limits came from (`None` for a rejected job).
+    pub sources: Option<LimitSources>,
 }
 
 /// Per-run overrides from the command line.
@@ -159,17 +165,97 @@ fn hex(bytes: &[u8], n: usize) -> String {
     bytes.iter().take(n).map(|b| format!("{b:02x}")).collect()
 }
 
-/// Default job key: a stable hash of the script's canonical path (or of the program).
-pub fn default_job_key(script: Option<&Path>, command: &[OsString]) -> String {
-    let basis: PathBuf = match script {
+/// The job key presize used before readable keys: `k-` + a hash of the script's canonical
+/// path (or of the program). Still looked up, so history recorded under it is found.
+pub fn legacy_job_key(script: Option<&Path>, command: &[OsString]) -> String {
+    let digest = Sha256::digest(key_basis(script, command).as_os_str().as_encoded_bytes());
+    format!("k-{}", hex(&digest, 8))
+}
+
+fn key_basis(script: Option<&Path>, command: &[OsString]) -> PathBuf {
+    match script {
         Some(s) => std::fs::canonicalize(s).unwrap_or_else(|_| s.to_owned()),
         None => command
             .first()
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("?")),
+    }
+}
+
+/// A name fit for a key: ASCII letters, digits, `.`, `_`, `-`, at most 40 characters.
+fn key_name(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(40)
+        .collect();
+    if s.is_empty() {
+        "job".into()
+    } else {
+        s
+    }
+}
+
+/// The inline program of `python3 -c CODE`, `Rscript -e CODE`, `sh -c CODE`, `perl -e CODE`
+/// … (the argument after the first `-c` / `-e` that precedes any script), with the flag.
+fn inline_code(command: &[OsString]) -> Option<(&'static str, &OsString)> {
+    let mut it = command.iter().skip(1);
+    while let Some(a) = it.next() {
+        match a.to_str() {
+            Some("-c") => return it.next().map(|c| ("c", c)),
+            Some("-e") => return it.next().map(|c| ("e", c)),
+            Some(s) if s.starts_with('-') => continue,
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// Default job key, readable and stable: the script's file name plus a short hash of its
+/// canonical path (`alloc.py-1a2b3c4d`); for an inline program (`python3 -c CODE`) the
+/// program name, the flag and a hash of the code (`python3-c-5e6f7a8b`), so different
+/// programs get different keys; otherwise the program name and a hash of it as given.
+pub fn default_job_key(script: Option<&Path>, command: &[OsString]) -> String {
+    let program = command
+        .first()
+        .and_then(|p| Path::new(p).file_name())
+        .map(|n| key_name(&n.to_string_lossy()))
+        .unwrap_or_else(|| "job".into());
+    if script.is_none() {
+        if let Some((flag, code)) = inline_code(command) {
+            let digest = Sha256::digest(code.as_encoded_bytes());
+            return format!("{program}-{flag}-{}", hex(&digest, 4));
+        }
+    }
+    let basis = key_basis(script, command);
+    let name = match script {
+        Some(s) => s
+            .file_name()
+            .map(|n| key_name(&n.to_string_lossy()))
+            .unwrap_or_else(|| "script".into()),
+        None => program,
     };
     let digest = Sha256::digest(basis.as_os_str().as_encoded_bytes());
-    format!("k-{}", hex(&digest, 8))
+    format!("{name}-{}", hex(&digest, 4))
+}
+
+/// The job key of `spec` and, for a default key, the key the same job had before readable
+/// keys (absent for inline programs, whose old key was shared by every program).
+pub fn job_keys(spec: &JobSpec, script: Option<&Path>) -> (String, Option<String>) {
+    match &spec.job_key {
+        Some(k) => (k.clone(), None),
+        None => {
+            let legacy = (script.is_some() || inline_code(&spec.command).is_none())
+                .then(|| legacy_job_key(script, &spec.command));
+            (default_job_key(script, &spec.command), legacy)
+        }
+    }
 }
 
 pub(crate) fn new_job_id() -> String {
@@ -210,12 +296,9 @@ pub fn plan(
         .runtime
         .clone()
         .or_else(|| features::runtime_from_command(&spec.command));
-    let job_key = spec
-        .job_key
-        .clone()
-        .unwrap_or_else(|| default_job_key(script.as_deref(), &spec.command));
+    let (job_key, legacy_job_key) = job_keys(spec, script.as_deref());
     let prior = match store {
-        Some(s) => s.prior_runs(&job_key)?,
+        Some(s) => s.prior_runs(&job_key, legacy_job_key.as_deref())?,
         None => PriorRuns::default(),
     };
     let (catalog, opts) = catalog_and_options(settings);
@@ -234,7 +317,14 @@ pub fn plan(
     let sizer = Sizer::new(settings.policy(), settings.host_budget_mb);
     let (key_history, model_fallback) = match store {
         Some(s) => (
-            KeyHistory::from_runs(&s.key_runs(&job_key, 2 * sizer.alloc.window)?, &sizer.alloc),
+            KeyHistory::from_runs(
+                &s.key_runs_with_alias(
+                    &job_key,
+                    legacy_job_key.as_deref(),
+                    2 * sizer.alloc.window,
+                )?,
+                &sizer.alloc,
+            ),
             model_fallback(s, settings, &prediction)?,
         ),
         None => (KeyHistory::default(), None),
@@ -253,6 +343,7 @@ pub fn plan(
     );
     Ok(Plan {
         job_key,
+        legacy_job_key,
         runtime,
         script_sha256: extracted.scan.as_ref().map(|s| s.sha256.clone()),
         script_truncated: extracted.scan.as_ref().is_some_and(|s| s.truncated),
@@ -386,6 +477,8 @@ impl JobRows {
                 prediction: plan.prediction.clone(),
                 predicted: unset,
                 applied: None,
+                memory_source: None,
+                timeout_source: None,
                 memory_enforced,
                 dry_run,
                 backend: backend.to_string(),
@@ -407,7 +500,14 @@ impl JobRows {
         }
     }
 
-    /// The row of one attempt (or of a rejection).
+    /// Record where the applied limits came from (every later attempt row carries them).
+    pub(crate) fn set_sources(&mut self, s: &LimitSources) {
+        self.base.memory_source = Some(s.memory);
+        self.base.timeout_source = Some(s.timeout);
+    }
+
+    /// The row of one attempt (or of a rejection). The `enforced` column is 1 only when the
+    /// memory cap in force came from the prediction.
     pub(crate) fn row(
         &self,
         predicted: Limits,
@@ -416,8 +516,14 @@ impl JobRows {
         attempt: u32,
         rejected: bool,
     ) -> NewPrediction {
+        let from_prediction = !rejected && sizing.memory_source == LimitSource::Predicted;
         NewPrediction {
-            predicted,
+            memory_source: (!rejected).then_some(sizing.memory_source),
+            timeout_source: (!rejected).then_some(sizing.timeout_source),
+            predicted: Limits {
+                enforced: predicted.enforced && from_prediction,
+                ..predicted
+            },
             applied,
             memory_enforced: applied.is_some() && self.base.memory_enforced,
             attempt,
@@ -450,11 +556,18 @@ pub(crate) fn reject(
         exit_code: exit_codes::REJECTED,
         plan,
         slurm_job_ids: Vec::new(),
+        sources: None,
     })
 }
 
-/// Apply `--timeout` / `--memory-mb`, recording them as the limits' source.
-pub(crate) fn apply_overrides(applied: &mut Limits, sizing: &mut Sizing, opts: &RunOptions) {
+/// Apply `--timeout` / `--memory-mb` to the decision's applied limits, record them as
+/// those limits' source, and say where each resulting limit came from. `run` (local and
+/// SLURM) and `predict` all call this, so `predict` shows what `run` enforces.
+pub fn apply_overrides(
+    applied: &mut Limits,
+    sizing: &mut Sizing,
+    opts: &RunOptions,
+) -> LimitSources {
     if let Some(t) = opts.timeout_s {
         applied.timeout_s = t.max(1);
         sizing.timeout_source = LimitSource::Override;
@@ -463,6 +576,7 @@ pub(crate) fn apply_overrides(applied: &mut Limits, sizing: &mut Sizing, opts: &
         applied.memory_limit_mb = m.max(1);
         sizing.memory_source = LimitSource::Override;
     }
+    LimitSources::from_sizing(sizing)
 }
 
 /// The limits of the next attempt after one that ended with `outcome` under `applied`, or
@@ -537,7 +651,7 @@ pub fn run(
     }
     let job_id = new_job_id();
     let host = hostname();
-    let rows = JobRows::new(
+    let mut rows = JobRows::new(
         spec,
         &plan,
         &job_id,
@@ -557,7 +671,8 @@ pub fn run(
             sizing,
         } => (*predicted, *applied, sizing.clone()),
     };
-    apply_overrides(&mut applied, &mut sizing, opts);
+    let sources = apply_overrides(&mut applied, &mut sizing, opts);
+    rows.set_sources(&sources);
     if !exec.enforces_memory() {
         if let Some(why) = exec.why_unenforced() {
             progress(&format!(
@@ -593,18 +708,19 @@ pub fn run(
         // Space for the settlement, reserved while there is some (see store::spool).
         let mut spool = crate::store::spool::Spool::reserve(store.path(), id).ok();
         progress(&format!(
-            "attempt {attempt}: memory cap {} MB{}, timeout {} s{}",
+            "attempt {attempt}: memory cap {} MB ({}{}), timeout {} s ({}){}",
             applied.memory_limit_mb,
+            sources.memory,
             if exec.enforces_memory() {
                 ""
             } else {
-                " (not enforced)"
+                ", not enforced"
             },
             applied.timeout_s,
-            if dry_run {
-                " (dry run: static defaults)"
-            } else {
-                ""
+            sources.timeout,
+            match (&sources.reason, attempt) {
+                (Some(r), 1) => format!(" — {r}"),
+                _ => String::new(),
             }
         ));
         let req = ExecRequest {
@@ -634,7 +750,7 @@ pub fn run(
             }
             Err(e) => {
                 let outcome = match e {
-                    AdmissionError::QueueTimeout { .. } => Outcome::Rejected,
+                    AdmissionError::QueueTimeout { .. } => Outcome::QueueTimeout,
                     _ => Outcome::Failed,
                 };
                 let _ = store.settle(id, &unrun(outcome));
@@ -722,6 +838,7 @@ pub fn run(
                 exit_code,
                 plan,
                 slurm_job_ids: Vec::new(),
+                sources: Some(sources),
             });
         }
         if actuals.outcome == Outcome::Ok && actuals.oom_events > 0 {
@@ -795,5 +912,6 @@ pub fn run(
         exit_code,
         plan,
         slurm_job_ids: Vec::new(),
+        sources: Some(sources),
     })
 }

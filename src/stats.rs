@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::job::LimitSource;
 use crate::store::JobRecord;
 
 pub use crate::model::conformal::{mape, median_ape, r2};
@@ -57,9 +58,21 @@ pub struct Impact {
     pub timeouts: usize,
     pub rejections: usize,
     pub lost: usize,
-    /// Attempts run under limits from the prediction.
-    pub enforced_jobs: usize,
-    /// Σ (cap − peak) × wall over enforced attempts; an OOM-killed attempt counts its
+    /// Attempts whose `--queue-timeout` expired before they could start.
+    pub queue_timeouts: usize,
+    /// OOM kills of attempts whose memory cap came from the prediction.
+    pub oom_kills_under_predicted: usize,
+    /// Timeouts of attempts whose timeout came from the prediction.
+    pub timeouts_under_predicted: usize,
+    /// Attempts run under a memory cap from the prediction (not static defaults, an
+    /// override or dry run); the slack figures below are over these.
+    pub predicted_cap_attempts: usize,
+    /// Attempts per source of their memory cap (`predicted`, `static`, `override`,
+    /// `dry-run`).
+    pub memory_sources: BTreeMap<String, usize>,
+    /// Attempts per source of their timeout.
+    pub timeout_sources: BTreeMap<String, usize>,
+    /// Σ (cap − peak) × wall over predicted-cap attempts; an OOM-killed attempt counts its
     /// whole cap × wall (the memory was held for nothing).
     pub slack_gbh: f64,
     /// Σ (static default − peak) × wall over the same attempts that completed.
@@ -81,10 +94,13 @@ pub struct DryRunImpact {
     pub saved_gbh: f64,
 }
 
-/// Metrics over a set of jobs.
+/// Metrics over a set of attempts.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Summary {
+    /// Distinct jobs (a job OOM-killed and retried once counts once).
     pub jobs: usize,
+    /// Attempts (rows); `outcomes` counts these.
+    pub attempts: usize,
     pub outcomes: BTreeMap<String, usize>,
     pub targets: Vec<TargetAccuracy>,
     /// Share of measured jobs whose actual peak stayed within the predicted memory limit.
@@ -162,6 +178,62 @@ fn accuracy(
 
 const MIB_PER_GIB: f64 = 1024.0;
 
+/// Fewest attempts with an upper bound before a coverage shortfall is reported.
+pub const COVERAGE_MIN_N: usize = 10;
+
+/// When the live share of actuals at or below the upper bound is clearly below nominal:
+/// more than two binomial standard errors (√(p(1−p)/n)) under it, over at least
+/// [`COVERAGE_MIN_N`] attempts. Returns the shortfall message, or `None`.
+pub fn coverage_warning(t: &TargetAccuracy) -> Option<String> {
+    let live = t.calibration?;
+    if t.n < COVERAGE_MIN_N {
+        return None;
+    }
+    let p = t.nominal_coverage.clamp(0.0, 1.0);
+    let se = (p * (1.0 - p) / t.n as f64).sqrt();
+    (live < p - 2.0 * se).then(|| {
+        format!(
+            "live coverage of {} is {:.1} % over {} attempts, below the nominal {:.0} %: the upper bounds (and caps built on them) are too tight; retrain or widen the coverage",
+            t.target,
+            live * 100.0,
+            t.n,
+            p * 100.0
+        )
+    })
+}
+
+/// Where an attempt's memory cap came from; rows recorded without a source (rejected ones)
+/// fall back to the old `enforced` / `dry_run` flags.
+pub fn memory_source(r: &JobRecord) -> Option<LimitSource> {
+    r.memory_source.or_else(|| fallback_source(r))
+}
+
+/// Where an attempt's timeout came from (see [`memory_source`]).
+pub fn timeout_source(r: &JobRecord) -> Option<LimitSource> {
+    r.timeout_source.or_else(|| fallback_source(r))
+}
+
+fn fallback_source(r: &JobRecord) -> Option<LimitSource> {
+    r.applied_memory_mb?;
+    Some(if r.dry_run {
+        LimitSource::DryRun
+    } else if r.enforced {
+        LimitSource::Predicted
+    } else {
+        LimitSource::Static
+    })
+}
+
+/// True for an OOM kill under a predicted memory cap or a timeout under a predicted
+/// timeout: the failures the prediction is answerable for.
+pub fn failed_under_predicted(r: &JobRecord) -> bool {
+    match r.outcome.as_deref() {
+        Some("oom_killed") => memory_source(r) == Some(LimitSource::Predicted),
+        Some("timed_out") => timeout_source(r) == Some(LimitSource::Predicted),
+        _ => false,
+    }
+}
+
 fn impact(rows: &[&JobRecord], opts: &StatsOptions) -> Impact {
     let mut im = Impact::default();
     for r in rows {
@@ -171,7 +243,21 @@ fn impact(rows: &[&JobRecord], opts: &StatsOptions) -> Impact {
             "timed_out" => im.timeouts += 1,
             "rejected" => im.rejections += 1,
             "lost" => im.lost += 1,
+            "queue_timeout" => im.queue_timeouts += 1,
             _ => {}
+        }
+        if failed_under_predicted(r) {
+            if outcome == "oom_killed" {
+                im.oom_kills_under_predicted += 1;
+            } else {
+                im.timeouts_under_predicted += 1;
+            }
+        }
+        if let Some(s) = memory_source(r) {
+            *im.memory_sources.entry(s.as_str().into()).or_insert(0) += 1;
+        }
+        if let Some(s) = timeout_source(r) {
+            *im.timeout_sources.entry(s.as_str().into()).or_insert(0) += 1;
         }
         let hours = r
             .actual_wall_s
@@ -202,7 +288,7 @@ fn impact(rows: &[&JobRecord], opts: &StatsOptions) -> Impact {
             continue;
         }
         if let Some(s) = attempt_slack(r, opts) {
-            im.enforced_jobs += 1;
+            im.predicted_cap_attempts += 1;
             im.slack_gbh += s.slack_gbh;
             im.static_slack_gbh += s.static_slack_gbh.unwrap_or(0.0);
         }
@@ -220,10 +306,10 @@ pub struct AttemptSlack {
     pub static_slack_gbh: Option<f64>,
 }
 
-/// The slack of one attempt, or `None` when it was not run under enforced predicted limits
-/// or was not measured. [`Impact`] sums exactly these.
+/// The slack of one attempt, or `None` when its memory cap did not come from the
+/// prediction or it was not measured. [`Impact`] sums exactly these.
 pub fn attempt_slack(r: &JobRecord, opts: &StatsOptions) -> Option<AttemptSlack> {
-    if r.dry_run || !r.enforced {
+    if r.dry_run || memory_source(r) != Some(LimitSource::Predicted) {
         return None;
     }
     let h = r
@@ -282,8 +368,10 @@ pub fn summarise(rows: &[&JobRecord], opts: &StatsOptions) -> Summary {
             _ => {}
         }
     }
+    let jobs: std::collections::BTreeSet<&str> = rows.iter().map(|r| r.job_id.as_str()).collect();
     Summary {
-        jobs: rows.len(),
+        jobs: jobs.len(),
+        attempts: rows.len(),
         outcomes,
         targets,
         cap_coverage: (measured > 0).then(|| covered as f64 / measured as f64),

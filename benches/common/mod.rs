@@ -28,3 +28,23 @@ pub fn python_script(lines: usize) -> String {
     }
     s.lines().take(lines).collect::<Vec<_>>().join("\n") + "\n"
 }
+
+/// A deterministic shell pipeline script of `lines` lines: alignment, sorting, calling,
+/// with memory and thread flags on most command lines (the input of `hints::from_shell`).
+pub fn shell_pipeline(lines: usize) -> String {
+    let mut s = String::from("#!/bin/bash\nset -euo pipefail\nTHREADS=8\n");
+    let mut i = 0;
+    while s.lines().count() < lines {
+        s += &format!(
+            "# sample {i}\n\
+             bwa mem -t 8 -R '@RG\\tID:s{i}\\tSM:s{i}' ref.fa s{i}_R1.fq.gz s{i}_R2.fq.gz \\\n  \
+               | samtools sort -m 2G -@ 4 -o s{i}.bam -\n\
+             samtools index -@ \"$THREADS\" s{i}.bam\n\
+             java -Xmx8g -jar picard.jar MarkDuplicates I=s{i}.bam O=s{i}.md.bam M=s{i}.txt\n\
+             gatk --java-options \"-Xmx12g -XX:+UseParallelGC\" HaplotypeCaller -R ref.fa -I s{i}.md.bam -O s{i}.vcf.gz\n\
+             if [ -s s{i}.vcf.gz ]; then bcftools stats --threads 2 s{i}.vcf.gz > s{i}.stats; fi\n\n"
+        );
+        i += 1;
+    }
+    s.lines().take(lines).collect::<Vec<_>>().join("\n") + "\n"
+}

@@ -115,6 +115,7 @@ pub fn scan_and_check(src: &[u8], lang: Language) -> ScriptScan {
         imports,
         counts,
         heavy,
+        hints: Default::default(),
     }
 }
 

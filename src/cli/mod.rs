@@ -16,7 +16,7 @@ pub mod status;
 use std::io::Write;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::error::Error;
 
@@ -67,6 +67,66 @@ pub enum Command {
     /// Inside a SLURM job: run the command, write its measured peak to a report file.
     #[command(name = "slurm-wrap", hide = true)]
     SlurmWrap(settle::WrapArgs),
+}
+
+/// One line for a clap usage error: its first line, the possible values if clap listed
+/// them, and for `run` / `predict` the hint to put the job after `--`.
+pub fn usage_line(e: &clap::Error, args: &[std::ffi::OsString]) -> String {
+    let text = e.render().to_string();
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines
+        .next()
+        .unwrap_or("invalid command line")
+        .trim_start_matches("error: ")
+        .to_string();
+    let mut msg = first;
+    if let Some(values) = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("[possible values"))
+    {
+        msg += &format!(" {values}");
+    }
+    let sub = args
+        .iter()
+        .skip(1)
+        .map(|a| a.to_string_lossy())
+        .find(|a| !a.starts_with('-'));
+    let has_dashdash = args.iter().any(|a| a == "--");
+    match sub.as_deref() {
+        Some(s @ ("run" | "predict"))
+            if e.kind() == clap::error::ErrorKind::UnknownArgument && !has_dashdash =>
+        {
+            msg += &format!("; put the job after `--`: presize {s} [OPTIONS] -- CMD [ARGS]...");
+        }
+        Some(s) if Cli::command().find_subcommand(s).is_some() => {
+            msg += &format!(" (see `presize {s} --help`)");
+        }
+        _ => msg += " (see `presize --help`)",
+    }
+    msg
+}
+
+/// Parse the command line. Help and version are printed (exit 0); a usage error is one
+/// line on stderr and exit 2.
+pub fn parse_or_exit() -> Cli {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                e.exit();
+            }
+            eprintln!("presize: error: {}", usage_line(&e, &args));
+            std::process::exit(crate::exit_codes::USAGE);
+        }
+    }
 }
 
 /// Run a parsed command line; returns the process exit code.

@@ -1,6 +1,8 @@
-//! `presize predict SCRIPT`: features, prediction and the limits that would apply.
+//! `presize predict [SCRIPT] [-- CMD [ARGS]...]`: features, prediction and the limits `run`
+//! would apply to the same job, with where each limit comes from. Records nothing.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use serde::Serialize;
@@ -11,21 +13,37 @@ use crate::error::Error;
 use crate::job::JobSpec;
 use crate::model::{Bounds, Predictor, Source};
 use crate::policy::{Decision, Limits};
-use crate::runner;
+use crate::provenance::LimitSources;
+use crate::runner::{self, RunOptions};
 
-/// Arguments of `predict`.
+/// Arguments of `predict`: the job exactly as `run` takes it (`-- CMD [ARGS]...`), or just
+/// its script.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The job's script (.py, .ipynb, .R, .Rmd, .sh, …).
-    pub script: PathBuf,
+    /// The job's script (.py, .ipynb, .R, .Rmd, .sh, …); alone, the job is `SCRIPT`.
+    #[arg(value_name = "SCRIPT")]
+    pub script: Option<PathBuf>,
     #[command(flatten)]
     pub job: JobArgs,
-    /// Predict as in dry-run (limits reported as not enforced).
+    /// The job's script, as `run --script`; default: the first argument with a script
+    /// extension.
+    #[arg(long = "script", value_name = "FILE", conflicts_with = "script")]
+    pub script_file: Option<PathBuf>,
+    /// Predict as `run --dry-run` would run (static defaults enforced).
     #[arg(long)]
     pub dry_run: bool,
+    /// As `run --timeout`: show the limits with this timeout (seconds).
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+    /// As `run --memory-mb`: show the limits with this memory cap (MiB).
+    #[arg(long, value_name = "MB")]
+    pub memory_mb: Option<u64>,
     /// Print one JSON document.
     #[arg(long)]
     pub json: bool,
+    /// The job: program and arguments, as given to `run` (never run by `predict`).
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
 }
 
 /// The `predict --json` document.
@@ -39,10 +57,26 @@ pub struct PredictReport {
     pub lower: Bounds,
     pub model_version: String,
     pub source: Source,
-    /// The limits that would apply (null when rejected).
+    /// `run` or `reject`: what `run` would do with this job (`reject`: it records the
+    /// rejection and exits 3 without running the job).
+    pub verdict: &'static str,
+    /// The limits the first attempt of `run` would be enforced under, overrides included;
+    /// `enforced` is true only when the memory cap comes from the prediction. Null exactly
+    /// when the verdict is `reject`.
     pub limits: Option<Limits>,
+    /// The limits the prediction alone sets (recorded as `memory_limit_mb` / `timeout_s`).
+    pub predicted_limits: Option<Limits>,
+    /// Where each limit in `limits` comes from (`predicted`, `static`, `override`,
+    /// `dry-run`) and why; null when rejected.
+    pub limit_sources: Option<LimitSources>,
+    /// The sizing engine's evidence level (`history`, `model`, `novel`) and why.
+    pub evidence: Option<crate::policy::Evidence>,
+    /// Why the trained model has not seen this job (empty: inside its domain).
+    pub novelty: Vec<String>,
     /// Why the job would be rejected, if it would.
     pub rejected: Option<String>,
+    /// The job's command as `run` would record it.
+    pub command: Vec<String>,
     pub job_key: String,
     pub runtime: String,
     pub language: String,
@@ -57,9 +91,22 @@ pub struct PredictReport {
 
 /// Build the report (shared with tests and embedders).
 pub fn report(args: &Args, settings: &Settings) -> Result<PredictReport, Error> {
+    let script = args.script_file.clone().or_else(|| args.script.clone());
+    let command = if !args.command.is_empty() {
+        args.command.clone()
+    } else {
+        match &args.script {
+            Some(s) => vec![s.clone().into_os_string()],
+            None => {
+                return Err(Error::Usage(
+                    "predict needs a job: `presize predict SCRIPT` or `presize predict -- CMD [ARGS]...` (as given to run)".into(),
+                ))
+            }
+        }
+    };
     let spec = JobSpec {
-        command: vec![args.script.clone().into_os_string()],
-        script: Some(args.script.clone()),
+        command,
+        script,
         runtime: args.job.runtime.clone(),
         inputs: args.job.inputs.clone(),
         job_key: args.job.job_key.clone(),
@@ -81,9 +128,25 @@ pub fn report(args: &Args, settings: &Settings) -> Result<PredictReport, Error> 
     let dry_run = args.dry_run || settings.dry_run;
     let plan = runner::plan(&spec, settings, &predictor, store.as_ref(), dry_run)?;
     warnings.extend(plan.model_warning.clone());
-    let (limits, rejected) = match &plan.decision {
-        Decision::Run { predicted, .. } => (Some(*predicted), None),
-        Decision::Reject(r) => (None, Some(r.reason.clone())),
+    let opts = RunOptions {
+        dry_run,
+        timeout_s: args.timeout,
+        memory_mb: args.memory_mb,
+        ..RunOptions::default()
+    };
+    let (limits, predicted_limits, limit_sources, rejected) = match &plan.decision {
+        Decision::Run {
+            predicted,
+            applied,
+            sizing,
+        } => {
+            let mut applied = *applied;
+            let mut sizing = sizing.clone();
+            let sources = runner::apply_overrides(&mut applied, &mut sizing, &opts);
+            applied.enforced = sources.memory_predicted();
+            (Some(applied), Some(*predicted), Some(sources), None)
+        }
+        Decision::Reject(r) => (None, None, None, Some(r.reason.clone())),
     };
     let p = &plan.prediction;
     Ok(PredictReport {
@@ -95,8 +158,21 @@ pub fn report(args: &Args, settings: &Settings) -> Result<PredictReport, Error> 
         lower: p.lower,
         model_version: p.model_version.clone(),
         source: p.source,
+        verdict: if rejected.is_some() { "reject" } else { "run" },
         limits,
+        predicted_limits,
+        limit_sources,
+        evidence: match &plan.decision {
+            Decision::Run { sizing, .. } => Some(sizing.evidence),
+            Decision::Reject(_) => None,
+        },
+        novelty: plan.novelty.clone(),
         rejected,
+        command: spec
+            .command
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
         job_key: plan.job_key.clone(),
         runtime: plan.runtime.clone(),
         language: plan.extracted.language.as_str().to_string(),
@@ -164,20 +240,19 @@ pub fn execute(args: Args) -> Result<i32, Error> {
         "CPU s        {:>10.2} {:>10.2} {:>10.2}\n",
         r.cpu_seconds, r.lower.cpu_seconds, r.upper.cpu_seconds
     );
-    match (&r.limits, &r.rejected) {
-        (Some(l), _) => {
+    match (&r.limits, &r.limit_sources, &r.rejected) {
+        (Some(l), Some(src), _) => {
             s += &format!(
-                "limits      memory {} MB, timeout {} s{}\n",
-                l.memory_limit_mb,
-                l.timeout_s,
-                if r.confidence < settings.policy().confidence_threshold {
-                    " (static defaults: confidence below the threshold)"
-                } else {
-                    ""
-                }
+                "limits      memory {} MB ({}), timeout {} s ({})\n",
+                l.memory_limit_mb, src.memory, l.timeout_s, src.timeout
             );
+            if let Some(why) = &src.reason {
+                s += &format!("            {why}\n");
+            }
         }
-        (None, Some(why)) => s += &format!("rejected    {why}\n"),
+        (_, _, Some(why)) => {
+            s += &format!("rejected    {why}\n            (run would record the rejection and exit 3 without running the job)\n")
+        }
         _ => {}
     }
     out(&s)?;

@@ -106,6 +106,10 @@ pub fn execute(args: Args) -> Result<i32, Error> {
             w.timeout_kills
         );
     }
+    s += "\nwastage GB·h: memory allocated but not used (cap − peak) × time, plus the whole cap × time of\n\
+          every failed (OOM-killed) attempt; failures: attempts killed at their cap;\n\
+          MAQ (memory allocation quality) = used / (used + wasted) GB·h: 1 is a perfect fit, 0.5 means\n\
+          as much memory wasted as used.\n";
     out(&s)?;
     Ok(0)
 }

@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use super::JobArgs;
 use crate::config::Settings;
 use crate::error::Error;
-use crate::job::{JobSpec, Priority};
+use crate::job::{JobSpec, LimitSource, Priority};
 use crate::policy::Decision;
-use crate::runner::{self, RunOptions};
+use crate::runner::{self, RunOptions, RunReport};
+use crate::verdict::RunStatus;
 
 /// Arguments of `run`.
 #[derive(Debug, clap::Args)]
@@ -46,6 +47,12 @@ pub struct Args {
     /// `run` prints the SLURM job id and returns (settle later with `presize settle`).
     #[arg(long)]
     pub wait: bool,
+    /// When presize is done, write one JSON line to FILE with presize's verdict (ok,
+    /// job_failed, oom_killed, timed_out, rejected, queue_timeout, interrupted, submitted,
+    /// error), the last attempt's outcome, the job's own exit code and signal, and the code
+    /// presize exits with: tells presize's verdict from the job's own exit status.
+    #[arg(long, value_name = "FILE")]
+    pub status_file: Option<PathBuf>,
     /// Print nothing of presize's own on stderr except errors.
     #[arg(long, short)]
     pub quiet: bool,
@@ -90,7 +97,21 @@ fn check_overrides(args: &Args, budget_mb: u64) -> Result<(), Error> {
 }
 
 /// Run `run`.
-pub fn execute(args: Args) -> Result<i32, Error> {
+pub fn execute(mut args: Args) -> Result<i32, Error> {
+    let Some(path) = args.status_file.take() else {
+        return execute_job(args).map(|r| r.exit_code);
+    };
+    crate::verdict::check_writable(&path)?;
+    let result = execute_job(args);
+    let status = match &result {
+        Ok(report) => RunStatus::from_report(report),
+        Err(e) => RunStatus::from_error(e),
+    };
+    crate::verdict::write(&path, &status)?;
+    result.map(|r| r.exit_code)
+}
+
+fn execute_job(args: Args) -> Result<RunReport, Error> {
     if args.command.is_empty() {
         return Err(crate::executor::ExecError::EmptyCommand.into());
     }
@@ -140,16 +161,34 @@ pub fn execute(args: Args) -> Result<i32, Error> {
             p.confidence,
             super::printable(&report.plan.job_key)
         ));
-        if let Decision::Run { predicted, .. } = &report.plan.decision {
+        if let (
+            Decision::Run {
+                predicted, applied, ..
+            },
+            Some(src),
+        ) = (&report.plan.decision, &report.sources)
+        {
+            let first = report.attempts.first().map_or(*applied, |a| a.applied);
+            let unused = if first != *predicted
+                && matches!(src.memory, LimitSource::DryRun | LimitSource::Override)
+            {
+                format!(
+                    " (the prediction's limits, not enforced: memory {} MB, timeout {} s)",
+                    predicted.memory_limit_mb, predicted.timeout_s
+                )
+            } else {
+                String::new()
+            };
             super::say(&format!(
-                "presize: limits from the prediction: memory {} MB, timeout {} s{}; backend {}; rows {:?}",
-                predicted.memory_limit_mb,
-                predicted.timeout_s,
-                if report.dry_run { " (dry run: not enforced)" } else { "" },
+                "presize: limits: memory {} MB ({}), timeout {} s ({}){unused}; backend {}; rows {:?}",
+                first.memory_limit_mb,
+                src.memory,
+                first.timeout_s,
+                src.timeout,
                 report.backend,
                 report.attempts.iter().map(|a| a.row_id).collect::<Vec<_>>()
             ));
         }
     }
-    Ok(report.exit_code)
+    Ok(report)
 }

@@ -22,7 +22,7 @@ pub struct Args {
 }
 
 fn table(title: &str, s: &Summary) -> String {
-    let mut t = format!("{title}: {} jobs", s.jobs);
+    let mut t = format!("{title}: {} jobs in {} attempts", s.jobs, s.attempts);
     let outcomes: Vec<String> = s.outcomes.iter().map(|(k, v)| format!("{k} {v}")).collect();
     if !outcomes.is_empty() {
         t += &format!(" ({})", outcomes.join(", "));
@@ -46,10 +46,26 @@ fn table(title: &str, s: &Summary) -> String {
             a.nominal_coverage * 100.0,
         );
     }
+    for a in &s.targets {
+        if let Some(w) = stats::coverage_warning(a) {
+            t += &format!("  warning: {w}\n");
+        }
+    }
     let i = &s.impact;
+    let sources = |m: &std::collections::BTreeMap<String, usize>| {
+        m.iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     t += &format!(
-        "  impact: {} enforced attempts, slack {:.3} GB·h vs {:.3} GB·h under the static default → {:.3} GB·h saved; OOM kills {}, timeouts {}, rejected {}, lost {}\n",
-        i.enforced_jobs, i.slack_gbh, i.static_slack_gbh, i.saved_gbh, i.oom_kills, i.timeouts, i.rejections, i.lost
+        "  limit sources: memory cap {}; timeout {}\n",
+        sources(&i.memory_sources),
+        sources(&i.timeout_sources)
+    );
+    t += &format!(
+        "  impact: {} attempts under a predicted memory cap, slack {:.3} GB·h vs {:.3} GB·h under the static default → {:.3} GB·h saved; OOM kills {} ({} under a predicted cap), timeouts {} ({} under a predicted timeout), rejected {}, queue timeouts {}, lost {}\n",
+        i.predicted_cap_attempts, i.slack_gbh, i.static_slack_gbh, i.saved_gbh, i.oom_kills, i.oom_kills_under_predicted, i.timeouts, i.timeouts_under_predicted, i.rejections, i.queue_timeouts, i.lost
     );
     if i.dry_run.jobs > 0 {
         t += &format!(

@@ -54,6 +54,7 @@
 //! Seurat). Shell counts nothing as usage.
 
 mod catalog;
+pub mod hints;
 mod inputs;
 mod lang;
 mod notebook;
@@ -152,6 +153,9 @@ pub struct ScriptScan {
     /// One element per catalogue entry, in catalogue order:
     /// (canonical name, imported, usage).
     pub heavy: Vec<(String, bool, u32)>,
+    /// Resource flags on the script's command lines (shell scripts only).
+    #[serde(default)]
+    pub hints: hints::ResourceHints,
 }
 
 /// Everything [`extract`] needs about a job.
@@ -168,6 +172,8 @@ pub struct FeatureRequest<'a> {
 #[derive(Clone, Debug)]
 pub struct Extracted {
     pub vector: FeatureVector,
+    /// Resource flags read from the job's argv and script (also in the vector).
+    pub hints: hints::ResourceHints,
     pub scan: Option<ScriptScan>,
     pub inputs: InputStats,
     pub language: Language,
@@ -357,7 +363,13 @@ pub fn scan_script(
         lang::Container::RMarkdown => (Cow::Owned(notebook::extract_rmd(&buf)), Language::R),
     };
     let (imports, counts, heavy) = scan_source(&code, language, catalog);
+    let hints = if language == Language::Shell {
+        hints::from_shell(&code)
+    } else {
+        hints::ResourceHints::default()
+    };
     Ok(ScriptScan {
+        hints,
         path: path.to_path_buf(),
         language,
         sha256,
@@ -400,8 +412,15 @@ pub fn extract(
     };
     let inputs = input_stats(req.inputs, req.command, req.script)?;
     let args = arg_stats(req.command);
-    let vector = build_vector(catalog, language, scan.as_ref(), &inputs, &args, req.prior);
+    let mut vector = build_vector(catalog, language, scan.as_ref(), &inputs, &args, req.prior);
+    let hints = hints::merge(
+        hints::from_argv(req.command),
+        scan.as_ref().map(|s| s.hints.clone()).unwrap_or_default(),
+    );
+    vector.set("hint_memory_mb", finite_nonneg(hints.memory_mb));
+    vector.set("hint_threads", finite_nonneg(hints.threads));
     Ok(Extracted {
+        hints,
         vector,
         scan,
         inputs,
@@ -474,6 +493,9 @@ pub fn build_vector(
     ] {
         v.push(finite_nonneg(x));
     }
+    // hint_memory_mb, hint_threads: set by `extract` from the command lines.
+    v.push(0.0);
+    v.push(0.0);
     debug_assert_eq!(v.len(), BASE_FEATURES.len());
     for i in 0..entries.len() {
         let (imported, usage) = scan

@@ -26,6 +26,9 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// * `input_total_mb`, `input_max_mb` (MiB), `input_count`,
 ///   `input_total_log_mb` = ln(1 + input_total_mb).
 /// * `prior_*`: [`crate::features::PriorRuns`] (non-finite or negative → 0).
+/// * `hint_memory_mb`, `hint_threads`: what the job's command lines tell its tools to
+///   use ([`crate::features::hints`]): JVM heaps, sort buffers, thread counts; 0 when
+///   nothing is stated.
 pub const BASE_FEATURES: &[&str] = &[
     "lang_python",
     "lang_r",
@@ -63,6 +66,8 @@ pub const BASE_FEATURES: &[&str] = &[
     "prior_last_wall_s",
     "prior_mean_wall_s",
     "prior_max_wall_s",
+    "hint_memory_mb",
+    "hint_threads",
 ];
 
 /// Feature names plus a hash over them, so a model can refuse a vector it was

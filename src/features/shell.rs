@@ -94,6 +94,8 @@ struct Sh<'s, 'c, 'a> {
     resume_dq: bool,
     heredoc_next: Option<bool>,
     heredocs: Vec<(Vec<u8>, bool)>,
+    /// Names of functions the script defines: calls to them are not programs it runs.
+    funcs: Vec<&'s [u8]>,
 }
 
 pub(crate) fn scan(src: &[u8], acc: &mut Acc<'_>) {
@@ -112,8 +114,14 @@ pub(crate) fn scan(src: &[u8], acc: &mut Acc<'_>) {
         resume_dq: false,
         heredoc_next: None,
         heredocs: Vec::new(),
+        funcs: Vec::new(),
     };
     s.run();
+    for f in std::mem::take(&mut s.funcs) {
+        if let Ok(name) = std::str::from_utf8(f) {
+            s.acc.imports.remove(name);
+        }
+    }
 }
 
 /// Copies `w` without quotes and backslashes into `buf` (truncated).
@@ -758,8 +766,9 @@ impl<'s> Sh<'s, '_, '_> {
             }
             Op::DSemi => self.st = St::CasePat,
             Op::LParen => {
-                if self.pending.take().is_some() {
+                if let Some(name) = self.pending.take() {
                     // name() { ... }
+                    self.funcs.push(name);
                     self.acc.c.func_defs += 1;
                     self.st = St::FuncParen;
                     return;
@@ -852,7 +861,10 @@ impl<'s> Sh<'s, '_, '_> {
                     self.st = St::Args;
                 }
             }
-            St::FuncName => self.st = St::FuncParen,
+            St::FuncName => {
+                self.funcs.push(w);
+                self.st = St::FuncParen;
+            }
             St::Wrapper => self.wrapper_word(w),
         }
     }

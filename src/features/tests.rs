@@ -935,6 +935,7 @@ fn no_panic_on_random_bytes() {
             imports,
             counts,
             heavy,
+            hints: Default::default(),
         };
         let inputs = InputStats {
             total_bytes: u64::MAX,

@@ -208,7 +208,10 @@ impl Prior {
         }
         let lib_rss = max_rss + 0.1 * (sum_rss - max_rss);
         let input_mb = get("input_total_mb");
-        let rss = base.base_rss_mb + lib_rss + term.rss_mb_per_input_mb * input_mb;
+        // Memory the command lines tell the tools to use (JVM heap + overhead, sort
+        // buffers × threads, …; features::hints): the tools run beside the interpreter.
+        let hint_mb = get("hint_memory_mb");
+        let rss = base.base_rss_mb + lib_rss + term.rss_mb_per_input_mb * input_mb + hint_mb;
         let wall = base.base_wall_s + lib_wall + term.s_per_input_mb * input_mb;
         let cpu = base.base_cpu_s + lib_cpu + term.s_per_input_mb * input_mb;
         let mut p = Prediction {
@@ -220,6 +223,7 @@ impl Prior {
                 peak_rss_mb: base.base_rss_mb
                     + 1.25 * sum_rss
                     + 8.0 * term.rss_mb_per_input_mb * input_mb
+                    + 1.25 * hint_mb
                     + 32.0,
                 wall_seconds: 4.0 * wall + 5.0,
                 cpu_seconds: 4.0 * cpu + 5.0,
@@ -243,6 +247,11 @@ impl Prior {
             p.upper.cpu_seconds = p.upper.cpu_seconds.max(1.5 * get("prior_max_cpu_s"));
             p.confidence = PRIOR_WITH_HISTORY_CONFIDENCE;
         }
+        // Stated threads: CPU time may run at that many cores for the whole wall time.
+        let threads = get("hint_threads");
+        if threads > 1.0 {
+            p.upper.cpu_seconds = p.upper.cpu_seconds.max(threads * p.upper.wall_seconds);
+        }
         p
     }
 }
@@ -258,6 +267,24 @@ mod tests {
         assert!(py.base_rss_mb > 1.0 && py.base_rss_mb < 200.0);
         assert!(p.table().libraries.contains_key("numpy"));
         assert!(p.version().starts_with("prior-"));
+    }
+
+    #[test]
+    fn stated_memory_raises_point_and_upper_not_lower() {
+        let p = Prior::embedded();
+        let schema = std::sync::Arc::new(crate::features::Schema::for_catalog(
+            &crate::features::Catalog::builtin(),
+        ));
+        let mut fv = FeatureVector::zeros(schema);
+        fv.set("lang_shell", 1.0);
+        let plain = p.predict(&fv);
+        fv.set("hint_memory_mb", 12_288.0 + 1_228.8);
+        fv.set("hint_threads", 4.0);
+        let hinted = p.predict(&fv);
+        assert!((hinted.peak_rss_mb - plain.peak_rss_mb - 13_516.8).abs() < 1e-6);
+        assert!(hinted.upper.peak_rss_mb >= 1.25 * 13_516.8);
+        assert_eq!(hinted.lower.peak_rss_mb, plain.lower.peak_rss_mb);
+        assert!(hinted.upper.cpu_seconds >= 4.0 * hinted.upper.wall_seconds);
     }
 
     #[test]

@@ -389,15 +389,39 @@ impl TrainedModel {
         serde_json::to_string(self).unwrap_or_default()
     }
 
-    /// Predict; `Err` when the vector's schema differs from the one trained on.
+    /// Predict; `Err` when the vector's schema differs from the one trained on and lacks
+    /// one of the model's features. A vector whose schema only adds features (a newer
+    /// presize) is read by name, so a model keeps working until the next retrain.
     pub fn predict(&self, fv: &FeatureVector) -> Result<Prediction, String> {
-        if fv.schema.hash != self.schema.hash {
+        let by_name;
+        let values = if fv.schema.hash == self.schema.hash {
+            &fv.values
+        } else if crate::features::Schema::compute_hash(
+            &self.schema.name,
+            self.schema.version,
+            &self.schema.names,
+        ) != self.schema.hash
+            || self.schema.version != fv.schema.version
+        {
             return Err(format!(
-                "model {} was trained on feature schema {}, this job's features have schema {}; retrain",
+                "model {} records feature schema {} that does not match its own feature names (or another schema version than this job's {}); retrain",
                 self.version, self.schema.hash, fv.schema.hash
             ));
-        }
-        let values = &fv.values;
+        } else {
+            let picked: Option<Vec<f64>> = self.schema.names.iter().map(|n| fv.get(n)).collect();
+            match picked {
+                Some(v) => {
+                    by_name = v;
+                    &by_name
+                }
+                None => {
+                    return Err(format!(
+                        "model {} was trained on feature schema {}, this job's features have schema {} without all of its features; retrain",
+                        self.version, self.schema.hash, fv.schema.hash
+                    ))
+                }
+            }
+        };
         let get = |k: &str| fv.get(k).filter(|v| v.is_finite()).unwrap_or(0.0);
         let runtime = runtime_of(&get);
         let input_mb = get("input_total_mb");

@@ -66,40 +66,12 @@ impl Evidence {
     }
 }
 
-/// Where an applied limit came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum LimitSource {
-    /// Derived from the evidence (history or model) by the engine.
-    Predicted,
-    /// The static default (the evidence did not allow tightening).
-    #[default]
-    Static,
-    /// `--memory-mb` / `--timeout` on the command line.
-    Override,
-    /// Dry run: the static defaults, whatever was predicted.
-    DryRun,
-}
+pub use crate::job::LimitSource;
 
-impl LimitSource {
-    /// Parse a recorded source.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "predicted" => Some(LimitSource::Predicted),
-            "static" => Some(LimitSource::Static),
-            "override" => Some(LimitSource::Override),
-            "dry-run" => Some(LimitSource::DryRun),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LimitSource::Predicted => "predicted",
-            LimitSource::Static => "static",
-            LimitSource::Override => "override",
-            LimitSource::DryRun => "dry-run",
-        }
+impl Default for LimitSource {
+    /// What a limit is until the engine says otherwise: the static default.
+    fn default() -> Self {
+        LimitSource::Static
     }
 }
 

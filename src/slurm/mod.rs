@@ -367,7 +367,7 @@ pub fn run(
         progress(&format!("warning: {w}"));
     }
     let job_id = runner::new_job_id();
-    let rows = JobRows::new(spec, &plan, &job_id, BACKEND, enforced, dry_run);
+    let mut rows = JobRows::new(spec, &plan, &job_id, BACKEND, enforced, dry_run);
     let (predicted, mut applied, mut sizing) = match &plan.decision {
         Decision::Reject(r) => {
             let r = r.clone();
@@ -383,7 +383,8 @@ pub fn run(
             sizing,
         } => (*predicted, *applied, sizing.clone()),
     };
-    runner::apply_overrides(&mut applied, &mut sizing, opts);
+    let sources = runner::apply_overrides(&mut applied, &mut sizing, opts);
+    rows.set_sources(&sources);
     if !enforced {
         progress("warning: this cluster's configuration does not enforce --mem (no task/cgroup); caps are requests only");
     }
@@ -430,6 +431,7 @@ pub fn run(
         exit_code: exit_codes::OK,
         plan,
         slurm_job_ids: vec![sid],
+        sources: Some(sources),
     };
     if !opts.wait {
         return Ok(report);

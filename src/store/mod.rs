@@ -10,7 +10,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
 use crate::features::PriorRuns;
-use crate::job::Outcome;
+use crate::job::{LimitSource, Outcome};
 
 mod embedded {
     refinery::embed_migrations!("migrations");
@@ -204,6 +204,10 @@ pub struct NewPrediction {
     pub prediction: crate::model::Prediction,
     pub predicted: crate::policy::Limits,
     pub applied: Option<crate::policy::Limits>,
+    /// Where the applied memory cap came from (`None` for a rejected job).
+    pub memory_source: Option<LimitSource>,
+    /// Where the applied timeout came from (`None` for a rejected job).
+    pub timeout_source: Option<LimitSource>,
     pub memory_enforced: bool,
     pub dry_run: bool,
     pub backend: String,
@@ -330,6 +334,11 @@ pub struct JobRecord {
     pub dry_run: bool,
     pub backend: Option<String>,
     pub attempt: i64,
+    /// Where the applied memory cap came from.
+    pub memory_source: Option<LimitSource>,
+    /// Where the applied timeout came from.
+    pub timeout_source: Option<LimitSource>,
+    pub script_path: Option<String>,
     pub actual_cpu_s: Option<f64>,
     pub actual_rss_mb: Option<f64>,
     pub actual_wall_s: Option<f64>,
@@ -345,7 +354,8 @@ const RECORD_COLUMNS: &str = "id, job_id, analysis_id, job_key, runtime, script_
     predicted_cpu_s, predicted_rss_mb, predicted_wall_s, upper_cpu_s, upper_rss_mb, upper_wall_s, \
     confidence, source, memory_limit_mb, timeout_s, applied_memory_mb, applied_timeout_s, \
     enforced, memory_enforced, dry_run, backend, attempt, actual_cpu_s, actual_rss_mb, \
-    actual_wall_s, exit_code, outcome, model_version, predicted_at, started_at, settled_at";
+    actual_wall_s, exit_code, outcome, model_version, predicted_at, started_at, settled_at, \
+    memory_source, timeout_source, script_path";
 
 fn record_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRecord> {
     Ok(JobRecord {
@@ -381,6 +391,15 @@ fn record_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRecord> {
         predicted_at: r.get(29)?,
         started_at: r.get(30)?,
         settled_at: r.get(31)?,
+        memory_source: r
+            .get::<_, Option<String>>(32)?
+            .as_deref()
+            .and_then(LimitSource::parse),
+        timeout_source: r
+            .get::<_, Option<String>>(33)?
+            .as_deref()
+            .and_then(LimitSource::parse),
+        script_path: r.get(34)?,
     })
 }
 
@@ -556,8 +575,8 @@ impl Store {
                 now,
                 row.rejected.then_some("rejected"),
                 row.rejected.then_some(now.clone()),
-                (!row.rejected).then_some(row.sizing.memory_source.as_str()),
-                (!row.rejected).then_some(row.sizing.timeout_source.as_str()),
+                row.memory_source.map(LimitSource::as_str),
+                row.timeout_source.map(LimitSource::as_str),
                 row.sizing.evidence.as_str(),
                 row.sizing.reason,
                 (row.size.input_mb > 0.0).then_some(row.size.input_mb),
@@ -698,6 +717,25 @@ impl Store {
         Ok(n)
     }
 
+    /// [`Store::key_runs`] of `job_key`, preceded by runs recorded under `alias` (the key
+    /// the job had before readable keys) while the new key has fewer than `n`.
+    pub fn key_runs_with_alias(
+        &self,
+        job_key: &str,
+        alias: Option<&str>,
+        n: usize,
+    ) -> Result<Vec<crate::policy::KeyRun>, StoreError> {
+        let runs = self.key_runs(job_key, n)?;
+        match alias {
+            Some(a) if runs.len() < n && a != job_key => {
+                let mut old = self.key_runs(a, n - runs.len())?;
+                old.extend(runs);
+                Ok(old)
+            }
+            _ => Ok(runs),
+        }
+    }
+
     /// The newest `n` successful runs of a job key (oldest first), the sizing engine's
     /// window: an index range scan of the small `key_history` table, the same cost at any
     /// history size.
@@ -798,7 +836,18 @@ impl Store {
     /// `idx_resource_prediction_prior` (migration V7), newest first and aggregated inside
     /// SQLite, so a key with 40k runs reads the same bounded index range as one with a
     /// thousand and no table page of the wide rows.
-    pub fn prior_runs(&self, job_key: &str) -> Result<PriorRuns, StoreError> {
+    ///
+    /// `alias` is the key the same job was recorded under before readable keys (`k-…`): its
+    /// runs count until the job has runs under its new key.
+    pub fn prior_runs(&self, job_key: &str, alias: Option<&str>) -> Result<PriorRuns, StoreError> {
+        let pr = self.prior_runs_of(job_key)?;
+        match alias {
+            Some(a) if pr.count == 0 && a != job_key => self.prior_runs_of(a),
+            _ => Ok(pr),
+        }
+    }
+
+    fn prior_runs_of(&self, job_key: &str) -> Result<PriorRuns, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -1377,7 +1426,7 @@ mod tests {
     fn prior_runs_summarise_the_latest_window_from_the_index() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("presize.db")).unwrap();
-        assert_eq!(s.prior_runs("k").unwrap(), PriorRuns::default());
+        assert_eq!(s.prior_runs("k", None).unwrap(), PriorRuns::default());
         // 1,300 ok runs of k (some without cpu/wall), others interleaved that must not count.
         let mut want: Vec<(f64, f64, f64)> = Vec::new();
         for i in 0..1300 {
@@ -1392,7 +1441,7 @@ mod tests {
         }
         let win: Vec<_> = want.iter().rev().take(PRIOR_WINDOW as usize).collect();
         let n = win.len() as f64;
-        let got = s.prior_runs("k").unwrap();
+        let got = s.prior_runs("k", None).unwrap();
         assert_eq!(got.count, PRIOR_WINDOW as u32);
         let last = want[want.len() - 1];
         assert_eq!((got.last_cpu_s, got.last_rss_mb, got.last_wall_s), last);

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use presize::job::Outcome;
+use presize::job::{LimitSource, Outcome};
 use presize::model::{Bounds, Prediction, Source};
 use presize::policy::Limits;
 use presize::store::{AttemptTimes, NewPrediction, Settlement, Store};
@@ -95,6 +95,20 @@ impl Attempt {
                 memory_limit_mb: self.applied_mb,
                 timeout_s: self.timeout_s,
                 enforced: self.enforced && !self.dry_run,
+            }),
+            memory_source: (!rejected).then_some(if self.dry_run {
+                LimitSource::DryRun
+            } else if self.enforced {
+                LimitSource::Predicted
+            } else {
+                LimitSource::Static
+            }),
+            timeout_source: (!rejected).then_some(if self.dry_run {
+                LimitSource::DryRun
+            } else if self.enforced {
+                LimitSource::Predicted
+            } else {
+                LimitSource::Static
             }),
             memory_enforced: !rejected,
             dry_run: self.dry_run,

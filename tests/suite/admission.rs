@@ -151,7 +151,7 @@ fn killed_waiters_reservation_is_reclaimed() {
 }
 
 #[test]
-fn queue_timeout_exits_3_and_records_the_rejection() {
+fn queue_timeout_exits_3_and_records_a_queue_timeout() {
     let env = Env::new();
     let a = spawn(&env, "a", "normal", "3");
     wait_for(
@@ -180,7 +180,7 @@ fn queue_timeout_exits_3_and_records_the_rejection() {
     let n: i64 = env
         .conn()
         .query_row(
-            "SELECT count(*) FROM resource_prediction WHERE outcome = 'rejected'",
+            "SELECT count(*) FROM resource_prediction WHERE outcome = 'queue_timeout'",
             [],
             |r| r.get(0),
         )

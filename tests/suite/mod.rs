@@ -20,3 +20,4 @@ mod signals;
 mod slurm;
 mod stats;
 mod systemd;
+mod truth;

@@ -70,13 +70,17 @@ fn history() -> Vec<Attempt> {
             a.model_version = "prior-3f2a91c0".into();
             a.source = Source::Prior;
             a.confidence = 0.01;
+            // Below the confidence threshold: the static defaults applied, not the prediction.
+            a.enforced = false;
             a.upper = (pred.0 * 3.0, pred.1 * 3.0, pred.2 * 3.0);
             a.limit_mb = ((pred.1 * 1.5).ceil() as u64).max(8192);
             a.timeout_s = ((pred.2 * 1.3).ceil() as u64).max(3600);
         } else {
             a.model_version = "gbt-20261120T030000Z-a41c".into();
             a.confidence = 0.6;
-            a.upper = (pred.0 * 1.4, pred.1 * 1.35, pred.2 * 1.4);
+            // An RSS upper bound too tight for the model's error: live coverage ≈ 70 % against
+            // a nominal 95 %, which the page must flag.
+            a.upper = (pred.0 * 1.4, pred.1 * 1.1, pred.2 * 1.4);
             a.limit_mb = ((pred.1 * 1.5).ceil() as u64).max(64);
             a.timeout_s = ((pred.2 * 1.3).ceil() as u64).max(60);
         }
@@ -219,6 +223,69 @@ fn report_has_one_mark_per_attempt_escapes_text_and_matches_stats() {
     let models = &html[html.find("<table id=\"models\"").unwrap()..];
     assert!(models.contains("gbt-20261127T030000Z-77e0") && models.contains("21.0%"));
 
+    // Caps are labelled by source: the prior's static 8 GB defaults, the model's predicted caps.
+    assert!(rss.contains("data-source=\"static\"") && rss.contains("data-source=\"predicted\""));
+    assert!(rss.contains(">cap: static<") && rss.contains(">cap: predicted<"));
+    let slack_sub = &html[html.find("<svg id=\"slack\"").unwrap() - 300..];
+    assert!(
+        slack_sub.contains("came from the prediction"),
+        "slack chart not labelled by source"
+    );
+    // The coverage warning, from the same check as `stats`.
+    let gbt = v["by_model_version"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["key"] == "gbt-20261120T030000Z-a41c")
+        .unwrap();
+    let rss_cov = gbt["targets"][0]["calibration"].as_f64().unwrap();
+    assert!(rss_cov < 0.8, "fixture should under-cover: {rss_cov}");
+    assert!(
+        html.contains("id=\"coverage-warning\">⚠ model gbt-20261120T030000Z-a41c: live coverage of peak_rss_mb"),
+        "no coverage warning for the under-covering model"
+    );
+    assert!(models.contains("(below nominal)"));
+    let human = stdout(&env.run(&["stats", "--last", "500"]));
+    assert!(
+        human.contains("warning: live coverage of peak_rss_mb"),
+        "{human}"
+    );
+    // Failures: one table row per failed, OOM-killed, timed-out attempt, with key, script,
+    // attempt, cap and peak.
+    let failures = &html[html.find("<table id=\"failures\"").expect("failures table")..];
+    let failures = &failures[..failures.find("</table>").unwrap()];
+    let failed = attempts
+        .iter()
+        .filter(|a| {
+            matches!(
+                a.outcome,
+                Outcome::Failed | Outcome::OomKilled | Outcome::TimedOut
+            )
+        })
+        .count();
+    assert!(failed >= 4, "fixture has {failed} failures");
+    assert_eq!(failures.matches("<tr class=").count(), failed);
+    assert!(
+        failures.contains("<tr class=\"oom_killed\">")
+            && failures.contains("<tr class=\"timed_out\">")
+    );
+    assert!(failures.contains("cap source") && failures.contains("peak MB"));
+    // Per key: every job key once, escaped.
+    let keys = &html[html.find("<table id=\"keys\"").expect("keys table")..];
+    let keys = &keys[..keys.find("</table>").unwrap()];
+    for k in [
+        "scanpy-qc",
+        "seurat-cluster",
+        "dge-deseq2",
+        "&lt;script&gt;",
+    ] {
+        assert_eq!(
+            keys.matches(&format!("<td class=\"k\">{k}")).count(),
+            1,
+            "{k}"
+        );
+    }
+
     screenshot_is_not_blank(&out, &env.path("report.png"));
 }
 
@@ -266,7 +333,8 @@ fn chromium() -> Option<PathBuf> {
 
 /// Render the page in headless Chromium and check, pixel by pixel, that the charts drew:
 /// each of the three scatter columns has point-blue pixels, the cap marks are there in
-/// green, and the page has many colours. With `PRESIZE_UPDATE_SCREENSHOT=1` the PNG
+/// green, the coverage warning's yellow box and the failures table's OOM-killed rows
+/// show, and the page has many colours. With `PRESIZE_UPDATE_SCREENSHOT=1` the PNG
 /// replaces docs/report.png.
 fn screenshot_is_not_blank(html: &Path, png_path: &Path) {
     let Some(browser) = chromium() else { return };
@@ -329,9 +397,17 @@ fn screenshot_is_not_blank(html: &Path, png_path: &Path) {
     let mut non_white = 0usize;
     let mut blue_in_column = [0usize; 3];
     let mut green = 0usize;
+    // The coverage warning's yellow box and the OOM-killed rows of the failures table.
+    let (mut warn_yellow, mut oom_rows) = (0usize, 0usize);
     for y in 0..h {
         for x in 0..w {
             let c = px(x, y);
+            if c == (255, 243, 205) {
+                warn_yellow += 1;
+            }
+            if c == (251, 224, 224) {
+                oom_rows += 1;
+            }
             colours.insert(c);
             if c != (255, 255, 255) {
                 non_white += 1;
@@ -360,6 +436,14 @@ fn screenshot_is_not_blank(html: &Path, png_path: &Path) {
     assert!(
         green > 100,
         "applied-cap marks missing: {green} green pixels"
+    );
+    assert!(
+        warn_yellow > 5000,
+        "coverage warning not rendered: {warn_yellow} pixels"
+    );
+    assert!(
+        oom_rows > 2000,
+        "failures table (OOM-killed rows) not rendered: {oom_rows} pixels"
     );
     if std::env::var_os("PRESIZE_UPDATE_SCREENSHOT").is_some() {
         std::fs::copy(png_path, repo("docs/report.png")).expect("update docs/report.png");

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use presize::features::{Catalog, Schema};
-use presize::job::Outcome;
+use presize::job::{LimitSource, Outcome};
 use presize::model::trained::{TrainConfig, TrainedModel};
 use presize::model::{Bounds, Prediction, Source};
 use presize::policy::Limits;
@@ -77,6 +77,8 @@ fn seed(env: &Env, from: usize, n: usize, scale: f64) {
                 prediction: pred,
                 predicted: lim,
                 applied: Some(lim),
+                memory_source: Some(LimitSource::Predicted),
+                timeout_source: Some(LimitSource::Predicted),
                 memory_enforced: true,
                 dry_run: false,
                 backend: "test".into(),

@@ -1,6 +1,6 @@
 //! `presize stats --json` on a store with known jobs returns hand-computed numbers.
 
-use presize::job::Outcome;
+use presize::job::{LimitSource, Outcome};
 use presize::model::{Bounds, Prediction, Source};
 use presize::policy::Limits;
 use presize::store::{NewPrediction, Settlement, Store};
@@ -56,6 +56,16 @@ fn add(store: &mut Store, i: usize, j: &Job) {
                 memory_limit_mb: j.applied_mb,
                 timeout_s: 3600,
                 enforced: !j.dry_run,
+            }),
+            memory_source: Some(if j.dry_run {
+                LimitSource::DryRun
+            } else {
+                LimitSource::Predicted
+            }),
+            timeout_source: Some(if j.dry_run {
+                LimitSource::DryRun
+            } else {
+                LimitSource::Predicted
             }),
             memory_enforced: true,
             dry_run: j.dry_run,
@@ -190,7 +200,8 @@ fn exact_accuracy_coverage_slack_and_savings() {
     close(&v["cap_coverage"], 0.6);
     let im = &v["impact"];
     assert_eq!(im["oom_kills"], 1);
-    assert_eq!(im["enforced_jobs"], 3);
+    assert_eq!(im["predicted_cap_attempts"], 3);
+    assert_eq!(v["attempts"], 5);
     // Slack: (150−120)/1024·1 + (300−180)/1024·0.5 + 64/1024·0.1 (killed: whole cap).
     let slack = 30.0 / 1024.0 + 120.0 / 1024.0 * 0.5 + 64.0 / 1024.0 * 0.1;
     close(&im["slack_gbh"], slack);
