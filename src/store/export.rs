@@ -19,8 +19,10 @@ impl Store {
         let mut rows = stmt.query([]).map_err(q("reading rows for export"))?;
         while let Some(r) = rows.next().map_err(q("reading rows for export"))? {
             let rec = record_from_row(r).map_err(q("reading rows for export"))?;
-            let hash: String = r.get(32).map_err(q("reading rows for export"))?;
-            let features: String = r.get(33).map_err(q("reading rows for export"))?;
+            // The two columns after the record's, wherever the record's end.
+            let n = r.as_ref().column_count();
+            let hash: String = r.get(n - 2).map_err(q("reading rows for export"))?;
+            let features: String = r.get(n - 1).map_err(q("reading rows for export"))?;
             if !each(&rec, &hash, &features)? {
                 break;
             }
