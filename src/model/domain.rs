@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::trained::runtime_of;
 use crate::features::FeatureVector;
 
 /// Sizes may exceed the largest seen in training by this factor before a job is novel.
@@ -33,18 +34,6 @@ pub struct Domain {
 pub fn key_hash(job_key: &str) -> u64 {
     let d = Sha256::digest(job_key.as_bytes());
     u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
-}
-
-fn runtime_of(get: &dyn Fn(&str) -> f64) -> &'static str {
-    if get("lang_python") > 0.0 {
-        "python"
-    } else if get("lang_r") > 0.0 {
-        "r"
-    } else if get("lang_shell") > 0.0 {
-        "shell"
-    } else {
-        "other"
-    }
 }
 
 /// Where the features [`Domain`] reads sit in a schema's dense order (looked up once, so

@@ -124,7 +124,8 @@ pub struct TrainedModel {
     pub domain: Option<super::domain::Domain>,
 }
 
-fn runtime_of(get: &dyn Fn(&str) -> f64) -> &'static str {
+/// The runtime a feature vector's `lang_*` features name (`python`, `r`, `shell`, `other`).
+pub(crate) fn runtime_of(get: &dyn Fn(&str) -> f64) -> &'static str {
     if get("lang_python") > 0.0 {
         "python"
     } else if get("lang_r") > 0.0 {
