@@ -7,8 +7,8 @@
 //! leave-one-out residuals, evaluated no further than [`AllocConfig::extrapolate`] × the
 //! largest size seen).
 //! The allocation is the draw that minimises the expected wastage
-//! `E[(a − y)+] + E[1(y > a)·(a + cost of the retries)]` under the same retry rule the
-//! executor uses ([`retry_allocation`]), so coverage adapts per task type.
+//! `E[(a − y)+] + E[1(y > a)·(a + cost of the retries)]` under the retry rule the sizing
+//! engine applies after an OOM kill ([`retry_over_draws`]), so coverage adapts per task type.
 //!
 //! Which model serves a task type is decided online by a *prequential* score: every
 //! observation, before it joins the history, is allocated by every model on the history
@@ -106,8 +106,9 @@ pub enum ScoreWeight {
     Runtime,
 }
 
-/// The allocation model's knobs. `Default` is the one configuration presize ships and
-/// `presize replay` reports.
+/// The allocation model's knobs. What `run` and `replay` use is
+/// [`crate::policy::engine::alloc_config`]: these defaults with the `[policy]` section's
+/// window, margin, failure cost and extrapolation on top.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AllocConfig {
