@@ -1,15 +1,15 @@
 //! Fuzz Nextflow trace import (`replay::read_trace_from`, CSV) and the replay protocol
-//! (`protocol_series`, then a replay with presize's own allocation model).
+//! (`protocol_series`, then a replay through presize's sizing engine, as `presize replay`).
 #![no_main]
 
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use presize::model::allocate::AllocConfig;
 use presize::replay::{
-    protocol_series, read_trace_from, replay_series, PresizeMethod, Tally, MIN_ROWS_PER_PROCESS,
+    protocol_series, read_trace_from, replay_series, EngineMethod, Tally, MIN_ROWS_PER_PROCESS,
     ONLINE_FRACTION,
 };
+use presize::Policy;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(trace) = read_trace_from(data, Path::new("trace_fuzz.csv")) else {
@@ -49,7 +49,7 @@ fuzz_target!(|data: &[u8]| {
         online_total += s.online.len() as u64;
     }
     // Replay: bounded work (a few hundred rows at most from a fuzz input).
-    let mut method = PresizeMethod::new(AllocConfig::default());
+    let mut method = EngineMethod::new(Policy::default());
     let mut tally = Tally::default();
     for s in &series {
         let t = replay_series(s, &mut method);
