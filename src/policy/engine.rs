@@ -121,20 +121,11 @@ impl JobSize {
 
     /// From a feature vector's `input_total_mb` and `arg_max_numeric_log10`.
     pub fn from_features(get: impl Fn(&str) -> Option<f64>) -> Self {
-        let clean = |v: Option<f64>| v.filter(|v| v.is_finite() && *v > 0.0).unwrap_or(0.0);
-        let count = clean(get("arg_numeric_count"));
-        let arg = if count > 0.0 {
-            get("arg_max_numeric_log10")
-                .filter(|v| v.is_finite())
-                .map(|l| 10f64.powf(l.clamp(-300.0, 300.0)))
-                .unwrap_or(0.0)
-        } else {
-            0.0
-        };
-        JobSize {
-            input_mb: clean(get("input_total_mb")),
-            arg,
-        }
+        let has_arg = get("arg_numeric_count").is_some_and(|c| c.is_finite() && c > 0.0);
+        JobSize::from_columns(
+            get("input_total_mb"),
+            get("arg_max_numeric_log10").filter(|_| has_arg),
+        )
     }
 }
 

@@ -753,13 +753,11 @@ impl Store {
             .map_err(q("reading the key's window"))?;
         let mut runs = stmt
             .query_map(params![job_key, n.min(i64::MAX as usize) as i64], |r| {
-                let arg: Option<f64> = r.get(1)?;
+                // The same conversion as the decision's own size (one place).
+                let size = crate::policy::JobSize::from_columns(r.get(0)?, r.get(1)?);
                 Ok(crate::policy::KeyRun {
-                    input_mb: r.get::<_, Option<f64>>(0)?.unwrap_or(0.0),
-                    arg: arg
-                        .filter(|l| l.is_finite())
-                        .map(|l| 10f64.powf(l.clamp(-300.0, 300.0)))
-                        .unwrap_or(0.0),
+                    input_mb: size.input_mb,
+                    arg: size.arg,
                     peak_mb: r.get::<_, Option<f64>>(2)?.unwrap_or(0.0),
                     wall_s: r.get::<_, Option<f64>>(3)?.unwrap_or(0.0),
                 })
