@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use crate::features::CatalogOverride;
 use crate::policy::Policy;
+use crate::util::one_line;
 
 /// Default location of the config file, read only when present.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/presize/config.toml";
@@ -401,11 +402,20 @@ impl Settings {
     }
 
     /// Open the database with the configured busy timeout.
+    ///
+    /// Rows it inserts record this executor's identity (see `executor::owner`).
     pub fn open_store(&self) -> Result<crate::store::Store, crate::store::StoreError> {
-        crate::store::Store::open_with_timeout(
+        let mut store = crate::store::Store::open_with_timeout(
             &self.db_path,
             std::time::Duration::from_millis(self.file.store.busy_timeout_ms.max(1)),
-        )
+        )?;
+        let me = crate::executor::owner::Identity::current();
+        store.set_writer(crate::store::WriterIdentity {
+            boot_id: me.boot_id.clone(),
+            pidns: me.pidns,
+            token: Some(me.token.clone()),
+        });
+        Ok(store)
     }
 }
 
@@ -467,11 +477,6 @@ pub fn parse_bool(v: &str) -> Option<bool> {
 fn is_world_writable(meta: &std::fs::Metadata) -> bool {
     use std::os::unix::fs::PermissionsExt;
     meta.permissions().mode() & 0o002 != 0
-}
-
-/// Collapse a multi-line message (e.g. from the TOML parser) into one line.
-pub fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]

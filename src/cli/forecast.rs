@@ -8,7 +8,7 @@ use crate::config::Settings;
 use crate::error::Error;
 use crate::forecast::{self, ForecastError, ForecastOptions, MultiForecast};
 use crate::stats::StatsOptions;
-use crate::store::rfc3339;
+use crate::util::rfc3339;
 
 /// Arguments of `forecast`.
 #[derive(Debug, clap::Args)]

@@ -77,7 +77,7 @@ pub fn execute(args: Args) -> Result<i32, Error> {
         models: &models,
         window: args.last,
         opts: StatsOptions::from_settings(&settings),
-        generated_at: crate::store::now_rfc3339(),
+        generated_at: crate::util::now_rfc3339(),
         source: settings.db_path.display().to_string(),
         bursts: &bursts,
     });

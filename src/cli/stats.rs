@@ -105,7 +105,7 @@ pub fn execute(args: Args) -> Result<i32, Error> {
     let bursty = |e: burst::BurstError| Error::Io(e.to_string());
     let host = crate::runner::hostname();
     let burst_now =
-        burst::active(store.conn(), &host, &crate::store::now_rfc3339()).map_err(bursty)?;
+        burst::active(store.conn(), &host, &crate::util::now_rfc3339()).map_err(bursty)?;
     let bursts = burst::all_recent(store.conn(), 10).map_err(bursty)?;
     if args.json {
         out_json(&StatsOut {

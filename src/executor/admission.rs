@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::job::Priority;
-use crate::store::now_rfc3339;
+use crate::util::now_rfc3339;
 
 /// Errors of admission.
 #[non_exhaustive]

@@ -1,6 +1,7 @@
 //! Streaming every row with its stored features, for `presize export`.
 
-use super::{q, record_from_row, JobRecord, Store, StoreError, RECORD_COLUMNS};
+use super::jobs::{record_from_row, RECORD_COLUMNS};
+use super::{q, JobRecord, Store, StoreError};
 
 impl Store {
     /// Call `each(row, schema_hash, features_json)` for every row, oldest first, without
