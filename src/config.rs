@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use crate::executor::CgroupChoice;
 use crate::features::CatalogOverride;
 use crate::policy::Policy;
 use crate::util::one_line;
@@ -37,18 +38,6 @@ pub enum ConfigError {
     },
     #[error("cannot determine where to keep the database: set PRESIZE_DB or HOME")]
     NoHome,
-}
-
-/// Which cgroup backend the executor uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum CgroupChoice {
-    /// Detect at start-up: v2 if delegated, else v1, else none.
-    #[default]
-    Auto,
-    V2,
-    V1,
-    None,
 }
 
 /// Where `presize run` runs jobs.
@@ -258,8 +247,7 @@ impl ConfigFile {
         }
         {
             use std::os::unix::fs::MetadataExt;
-            // SAFETY: trivial libc call.
-            let me = unsafe { libc::geteuid() };
+            let me = nix::unistd::geteuid().as_raw();
             if meta.uid() != 0 && meta.uid() != me {
                 return Err(ConfigError::ForeignOwner {
                     path: path.to_owned(),

@@ -97,7 +97,7 @@ pub fn execute(args: Args) -> Result<i32, Error> {
     let settings = Settings::from_env()?;
     let store = settings.open_store()?;
     let rows = store.recent_settled(args.last)?;
-    let opts = StatsOptions::from_settings(&settings);
+    let opts = StatsOptions::from_policy(settings.policy(), settings.file.model.coverage);
     let report = stats::compute(&rows, args.last, args.by, &opts);
     let now = std::time::SystemTime::now();
     learn::score_pending(&store, now)?;

@@ -24,6 +24,7 @@ mod latest {
 }
 pub use latest::{LATEST_MIGRATION, MIGRATIONS_FINGERPRINT};
 
+mod admission;
 mod export;
 mod failpoints;
 mod features;
@@ -34,6 +35,7 @@ mod models;
 mod slurm;
 pub mod spool;
 mod training;
+pub use admission::{HeadView, LedgerState, NewReservation, ReservationHolder, Staleness};
 pub use features::decode_into as decode_features_into;
 pub use history::AttemptTimes;
 pub use jobs::{JobRecord, Measured, NewPrediction, OrphanRow, Settlement, WriterIdentity};
@@ -215,14 +217,13 @@ fn prepare(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
             reason: format!("cannot create lock file {}: {e}", lock_path.display()),
         })?;
     let _ = std::fs::set_permissions(&lock_path, std::fs::Permissions::from_mode(0o600));
-    // SAFETY: flock on a valid, owned descriptor; released when `lock` is closed.
-    let rc = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
-    if rc != 0 {
-        return Err(StoreError::Migrate {
+    // Released when `lock` is dropped (unlocked, then closed).
+    let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).map_err(
+        |(_, errno)| StoreError::Migrate {
             path: path.to_owned(),
-            reason: format!("cannot lock {}", lock_path.display()),
-        });
-    }
+            reason: format!("cannot lock {}: {errno}", lock_path.display()),
+        },
+    )?;
     let migrate_err = |reason: String| StoreError::Migrate {
         path: path.to_owned(),
         reason,
