@@ -9,7 +9,7 @@ use crate::util::now_rfc3339;
 
 /// A reservation to record as waiting.
 #[derive(Debug, Clone)]
-pub struct NewReservation<'a> {
+pub(crate) struct NewReservation<'a> {
     /// The `resource_prediction` row it is for, if any.
     pub row_id: Option<i64>,
     pub host: &'a str,
@@ -30,7 +30,7 @@ pub struct NewReservation<'a> {
 
 /// The owner of a reservation, as recorded (for the caller's liveness check).
 #[derive(Debug, Clone, PartialEq)]
-pub struct ReservationHolder {
+pub(crate) struct ReservationHolder {
     pub id: i64,
     pub pid: i64,
     pub pid_start: Option<i64>,
@@ -49,7 +49,7 @@ pub struct LedgerState {
 
 /// What the head of the queue sees inside its admission transaction.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct HeadView {
+pub(crate) struct HeadView {
     /// Sum of the caps of the running reservations, MiB.
     pub running_mb: f64,
     /// Sum of their predicted peaks, MiB.
@@ -63,7 +63,7 @@ pub struct HeadView {
 /// When a waiter counts as stalled: its heartbeat is older than `polls` of its own polls and
 /// at least `min_ms`. A stalled waiter keeps its reservation but not its place at the head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Staleness {
+pub(crate) struct Staleness {
     pub polls: i64,
     pub min_ms: i64,
 }
@@ -103,7 +103,7 @@ fn reclaim_in(
 
 impl Store {
     /// Record a waiting reservation; returns its id.
-    pub fn reserve(&mut self, r: &NewReservation<'_>) -> Result<i64, StoreError> {
+    pub(crate) fn reserve(&mut self, r: &NewReservation<'_>) -> Result<i64, StoreError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -134,7 +134,7 @@ impl Store {
     }
 
     /// Remove the reservations of `host` whose holder `is_dead`. Returns how many.
-    pub fn reclaim_reservations(
+    pub(crate) fn reclaim_reservations(
         &mut self,
         host: &str,
         is_dead: &dyn Fn(&ReservationHolder) -> bool,
@@ -154,7 +154,7 @@ impl Store {
     /// given the running reservations. `decide` runs inside the transaction (the burst rule
     /// reads and writes its own table there); an error from it rolls everything back.
     /// Returns whether `id` was admitted (its state is then `running`).
-    pub fn admission_step<E: From<StoreError>>(
+    pub(crate) fn admission_step<E: From<StoreError>>(
         &mut self,
         id: i64,
         host: &str,
@@ -225,7 +225,7 @@ impl Store {
     }
 
     /// Remove a reservation (the job ended, or gave up waiting).
-    pub fn release_reservation(&mut self, id: i64) -> Result<(), StoreError> {
+    pub(crate) fn release_reservation(&mut self, id: i64) -> Result<(), StoreError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -236,7 +236,7 @@ impl Store {
     }
 
     /// What is reserved on `host` now.
-    pub fn ledger_state(&self, host: &str) -> Result<LedgerState, StoreError> {
+    pub(crate) fn ledger_state(&self, host: &str) -> Result<LedgerState, StoreError> {
         self.conn
             .query_row(
                 "SELECT total(CASE WHEN state='running' THEN memory_mb END),

@@ -7,7 +7,7 @@ impl Store {
     /// Call `each(row, schema_hash, features_json)` for every row, oldest first, without
     /// holding the table in memory. Stops at the first error `each` returns (`Ok(false)`
     /// from `each` stops early without error).
-    pub fn for_each_row_with_features<E: From<StoreError>>(
+    pub(crate) fn for_each_row_with_features<E: From<StoreError>>(
         &self,
         each: &mut dyn FnMut(&JobRecord, &str, &str) -> Result<bool, E>,
     ) -> Result<(), E> {

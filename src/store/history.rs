@@ -57,7 +57,11 @@ impl Store {
     }
 
     /// Rows settled in `[from, to)` (RFC 3339 as written by [`crate::util::rfc3339`]), oldest first.
-    pub fn settled_between(&self, from: &str, to: &str) -> Result<Vec<JobRecord>, StoreError> {
+    pub(crate) fn settled_between(
+        &self,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<JobRecord>, StoreError> {
         let mut stmt = self
             .conn
             .prepare(&format!(
@@ -75,7 +79,7 @@ impl Store {
     }
 
     /// `settled_at` of the newest row settled before `t`, if any.
-    pub fn last_settled_before(&self, t: &str) -> Result<Option<String>, StoreError> {
+    pub(crate) fn last_settled_before(&self, t: &str) -> Result<Option<String>, StoreError> {
         self.conn
             .query_row(
                 "SELECT max(settled_at) FROM resource_prediction WHERE settled_at < ?1",

@@ -180,7 +180,7 @@ pub struct WriterIdentity {
 
 /// An unsettled row whose executor is gone.
 #[derive(Debug, Clone, PartialEq)]
-pub struct OrphanRow {
+pub(crate) struct OrphanRow {
     pub id: i64,
     pub executor_pid: Option<i64>,
     pub executor_start: Option<i64>,
@@ -389,7 +389,7 @@ impl Store {
     }
 
     /// [`Store::settle`] with the cgroup's charged peak and OOM event count.
-    pub fn settle_measured(
+    pub(crate) fn settle_measured(
         &mut self,
         id: i64,
         s: &Settlement,
@@ -406,7 +406,7 @@ impl Store {
     }
 
     /// Unsettled rows of this host whose executor is proven gone (per `is_dead(row)`).
-    pub fn orphans(
+    pub(crate) fn orphans(
         &self,
         host: &str,
         is_dead: &dyn Fn(&OrphanRow) -> bool,
@@ -440,7 +440,7 @@ impl Store {
     }
 
     /// Mark rows as `lost` (only if still unsettled). Returns how many changed.
-    pub fn mark_lost(&mut self, ids: &[i64]) -> Result<usize, StoreError> {
+    pub(crate) fn mark_lost(&mut self, ids: &[i64]) -> Result<usize, StoreError> {
         if ids.is_empty() {
             return Ok(0);
         }

@@ -12,7 +12,7 @@ pub const PRIOR_WINDOW: i64 = 1000;
 impl Store {
     /// [`Store::key_runs`] of `job_key`, preceded by runs recorded under `alias` (the key
     /// the job had before readable keys) while the new key has fewer than `n`.
-    pub fn key_runs_with_alias(
+    pub(crate) fn key_runs_with_alias(
         &self,
         job_key: &str,
         alias: Option<&str>,
@@ -32,7 +32,7 @@ impl Store {
     /// The newest `n` successful runs of a job key (oldest first), the sizing engine's
     /// window: an index range scan of the small `key_history` table, the same cost at any
     /// history size.
-    pub fn key_runs(
+    pub(crate) fn key_runs(
         &self,
         job_key: &str,
         n: usize,
@@ -64,7 +64,7 @@ impl Store {
 
     /// The job keys with a settled attempt up to row `max_id` (a retrain's training set),
     /// read from the key index.
-    pub fn job_keys_through(&self, max_id: i64) -> Result<Vec<String>, StoreError> {
+    pub(crate) fn job_keys_through(&self, max_id: i64) -> Result<Vec<String>, StoreError> {
         let mut stmt = self
             .conn
             .prepare(

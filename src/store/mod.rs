@@ -35,13 +35,15 @@ mod models;
 mod slurm;
 pub mod spool;
 mod training;
-pub use admission::{HeadView, LedgerState, NewReservation, ReservationHolder, Staleness};
+pub use admission::LedgerState;
+pub(crate) use admission::{HeadView, NewReservation, ReservationHolder, Staleness};
 pub use features::decode_into as decode_features_into;
 pub use history::AttemptTimes;
-pub use jobs::{JobRecord, Measured, NewPrediction, OrphanRow, Settlement, WriterIdentity};
+pub use jobs::{JobRecord, Measured, NewPrediction, Settlement, WriterIdentity};
 pub use keys::PRIOR_WINDOW;
 pub use models::{ModelRecord, ModelVersionRecord};
-pub use slurm::{NextAttempt, SlurmRow, SlurmSubmitted};
+pub use slurm::SlurmRow;
+pub(crate) use slurm::{NextAttempt, SlurmSubmitted};
 
 /// How long a writer waits for another one before giving up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -168,7 +170,7 @@ impl Store {
     }
 
     /// The underlying connection for writers of other tables (admission ledger).
-    pub fn conn_mut(&mut self) -> &mut Connection {
+    pub(crate) fn conn_mut(&mut self) -> &mut Connection {
         &mut self.conn
     }
 }

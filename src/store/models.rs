@@ -62,7 +62,11 @@ impl Store {
     /// Live coverage of a model's upper bound on peak memory over its newest `n` settled
     /// jobs: `(jobs judged, jobs whose peak stayed within the bound)`. An OOM kill under a cap
     /// at or above the bound counts as not covered; one under a lower cap says nothing.
-    pub fn live_coverage(&self, model_version: &str, n: usize) -> Result<(u32, u32), StoreError> {
+    pub(crate) fn live_coverage(
+        &self,
+        model_version: &str,
+        n: usize,
+    ) -> Result<(u32, u32), StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached(

@@ -11,7 +11,7 @@ use crate::util::now_rfc3339;
 
 /// What `sbatch` was given for one attempt.
 #[derive(Debug, Clone)]
-pub struct SlurmSubmitted<'a> {
+pub(crate) struct SlurmSubmitted<'a> {
     pub slurm_job_id: &'a str,
     pub script: &'a str,
     pub output: &'a str,
@@ -22,7 +22,7 @@ pub struct SlurmSubmitted<'a> {
 
 /// The limits and submitter of the attempt that follows a settled one.
 #[derive(Debug, Clone)]
-pub struct NextAttempt<'a> {
+pub(crate) struct NextAttempt<'a> {
     pub memory_limit_mb: u64,
     pub timeout_s: u64,
     pub host: &'a str,
@@ -71,7 +71,7 @@ pub struct SlurmRow {
 
 impl Store {
     /// Record that an attempt was handed to SLURM (`started_at` is the submission time).
-    pub fn mark_slurm_submitted(
+    pub(crate) fn mark_slurm_submitted(
         &mut self,
         id: i64,
         sub: &SlurmSubmitted<'_>,
@@ -99,7 +99,7 @@ impl Store {
     }
 
     /// Is any attempt still waiting on SLURM?
-    pub fn has_unsettled_slurm(&self) -> Result<bool, StoreError> {
+    pub(crate) fn has_unsettled_slurm(&self) -> Result<bool, StoreError> {
         self.conn
             .query_row(
                 "SELECT EXISTS (SELECT 1 FROM resource_prediction
@@ -112,7 +112,10 @@ impl Store {
     }
 
     /// Unsettled attempts submitted to SLURM (of one job, or all), oldest first.
-    pub fn unsettled_slurm(&self, job_id: Option<&str>) -> Result<Vec<SlurmRow>, StoreError> {
+    pub(crate) fn unsettled_slurm(
+        &self,
+        job_id: Option<&str>,
+    ) -> Result<Vec<SlurmRow>, StoreError> {
         self.slurm_rows(
             "settled_at IS NULL AND slurm_job_id IS NOT NULL AND (?1 IS NULL OR job_id = ?1)",
             job_id,
@@ -120,7 +123,7 @@ impl Store {
     }
 
     /// Every SLURM attempt of one job, oldest first.
-    pub fn slurm_attempts(&self, job_id: &str) -> Result<Vec<SlurmRow>, StoreError> {
+    pub(crate) fn slurm_attempts(&self, job_id: &str) -> Result<Vec<SlurmRow>, StoreError> {
         self.slurm_rows("backend = 'slurm' AND job_id = ?1", Some(job_id))
     }
 
@@ -186,7 +189,7 @@ impl Store {
     /// Settle a SLURM attempt and, in the same transaction, record the next attempt when
     /// `next` is given (so a concurrent `settle` neither misses nor duplicates the retry).
     /// Returns `None` when the row was already settled, else the id of the new attempt row.
-    pub fn settle_slurm(
+    pub(crate) fn settle_slurm(
         &mut self,
         id: i64,
         s: &Settlement,

@@ -6,7 +6,7 @@ use crate::job::Outcome;
 impl Store {
     /// How many settled attempts are usable for training (ok, oom_killed, timed_out);
     /// counted on the `outcome` index of migration V7, not on the wide rows.
-    pub fn count_training_rows(&self) -> Result<usize, StoreError> {
+    pub(crate) fn count_training_rows(&self) -> Result<usize, StoreError> {
         self.conn
             .query_row(
                 "SELECT count(*) FROM resource_prediction INDEXED BY idx_resource_prediction_outcome
