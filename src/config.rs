@@ -397,11 +397,13 @@ impl Settings {
             &self.db_path,
             std::time::Duration::from_millis(self.file.store.busy_timeout_ms.max(1)),
         )?;
-        let me = crate::executor::owner::Identity::current();
-        store.set_writer(crate::store::WriterIdentity {
-            boot_id: me.boot_id.clone(),
-            pidns: me.pidns,
-            token: Some(me.token.clone()),
+        store.set_writer(|| {
+            let me = crate::executor::owner::Identity::current();
+            crate::store::WriterIdentity {
+                boot_id: me.boot_id.clone(),
+                pidns: me.pidns,
+                token: Some(me.token.clone()),
+            }
         });
         Ok(store)
     }

@@ -1,13 +1,12 @@
 //! Streaming every row with its stored features, for `presize export`.
 
-use super::jobs::{record_from_row, RECORD_COLUMNS};
-use super::{q, JobRecord, Store, StoreError};
+use super::{q, record_from_row, JobRecord, Store, StoreError, RECORD_COLUMNS};
 
 impl Store {
     /// Call `each(row, schema_hash, features_json)` for every row, oldest first, without
     /// holding the table in memory. Stops at the first error `each` returns (`Ok(false)`
     /// from `each` stops early without error).
-    pub(crate) fn for_each_row_with_features<E: From<StoreError>>(
+    pub fn for_each_row_with_features<E: From<StoreError>>(
         &self,
         each: &mut dyn FnMut(&JobRecord, &str, &str) -> Result<bool, E>,
     ) -> Result<(), E> {

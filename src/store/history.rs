@@ -2,10 +2,12 @@
 
 use std::time::SystemTime;
 
-use super::jobs::{record_from_row, RECORD_COLUMNS};
-use super::{q, JobRecord, NewPrediction, Settlement, Store, StoreError};
-use crate::util::rfc3339;
 use rusqlite::{params, OptionalExtension};
+
+use super::{
+    q, record_from_row, JobRecord, NewPrediction, Settlement, Store, StoreError, RECORD_COLUMNS,
+};
+use crate::util::rfc3339;
 
 /// When an imported attempt was predicted, started and settled.
 #[derive(Debug, Clone, Copy, PartialEq)]

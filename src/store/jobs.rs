@@ -166,8 +166,8 @@ pub(super) fn record_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobReco
 
 /// Who writes this store's rows, recorded with every prediction (`executor_boot_id`,
 /// `executor_pidns`, `executor_token`) so that a later run can prove the writer gone
-/// before it marks the row lost. [`Store::open`] starts with none recorded (NULL, as in
-/// rows of older versions); `Settings::open_store` sets the executor's own identity.
+/// before it marks the row lost. [`Store::open`] records none (NULL, as in rows of older
+/// versions); `Settings::open_store` gives the executor's own (see [`Store::set_writer`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WriterIdentity {
     /// The boot id of the writer's kernel.
@@ -252,9 +252,11 @@ fn settle_measured_in(
 }
 
 impl Store {
-    /// Record `writer` with every prediction this handle inserts from now on.
-    pub fn set_writer(&mut self, writer: WriterIdentity) {
-        self.writer = writer;
+    /// Record `writer()` with every prediction this handle inserts from now on. It is called
+    /// at the first insert only (a command that inserts nothing does not compute it).
+    pub fn set_writer(&mut self, writer: fn() -> WriterIdentity) {
+        self.writer_fn = Some(writer);
+        self.writer = std::cell::OnceCell::new();
     }
 
     /// Insert a prediction row before the job starts; returns its id.
@@ -331,7 +333,9 @@ impl Store {
         )
         .map_err(q("recording a prediction"))?;
         let id = tx.last_insert_rowid();
-        let me = &self.writer;
+        let me = self
+            .writer
+            .get_or_init(|| self.writer_fn.map(|f| f()).unwrap_or_default());
         tx.execute(
             "UPDATE resource_prediction SET executor_boot_id = ?2, executor_pidns = ?3,
                 executor_token = ?4 WHERE id = ?1",

@@ -40,6 +40,8 @@ pub(crate) use admission::{HeadView, NewReservation, ReservationHolder, Stalenes
 pub use features::decode_into as decode_features_into;
 pub use history::AttemptTimes;
 pub use jobs::{JobRecord, Measured, NewPrediction, Settlement, WriterIdentity};
+// For the sibling readers of whole rows (`export`, `history`).
+use jobs::{record_from_row, RECORD_COLUMNS};
 pub use keys::PRIOR_WINDOW;
 pub use models::{ModelRecord, ModelVersionRecord};
 pub use slurm::SlurmRow;
@@ -93,7 +95,9 @@ fn hint(e: &rusqlite::Error) -> &'static str {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
-    writer: WriterIdentity,
+    /// Computes the identity [`Store::insert_prediction`] records (see [`Store::set_writer`]).
+    writer_fn: Option<fn() -> WriterIdentity>,
+    writer: std::cell::OnceCell<WriterIdentity>,
 }
 
 impl std::fmt::Debug for Store {
@@ -155,7 +159,8 @@ impl Store {
         Ok(Store {
             conn,
             path: path.to_owned(),
-            writer: WriterIdentity::default(),
+            writer_fn: None,
+            writer: std::cell::OnceCell::new(),
         })
     }
 

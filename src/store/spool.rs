@@ -51,7 +51,7 @@ fn prefix(db: &Path) -> String {
 
 impl Spool {
     /// Reserve the space for row `id`'s settlement beside the database.
-    pub(crate) fn reserve(db: &Path, id: i64) -> std::io::Result<Spool> {
+    pub fn reserve(db: &Path, id: i64) -> std::io::Result<Spool> {
         let path = db.with_file_name(format!("{}{id}", prefix(db)));
         let mut f = OpenOptions::new()
             .write(true)

@@ -213,3 +213,103 @@ fn not_a_database_is_an_error() {
     let e = Store::open(&p).unwrap_err().to_string();
     assert!(e.contains("x.db"), "{e}");
 }
+
+fn new_row(job_id: &str) -> NewPrediction {
+    let b = crate::model::Bounds {
+        peak_rss_mb: 100.0,
+        wall_seconds: 10.0,
+        cpu_seconds: 10.0,
+    };
+    let limits = crate::policy::Limits {
+        memory_limit_mb: 200,
+        timeout_s: 60,
+        enforced: true,
+    };
+    NewPrediction {
+        job_id: job_id.into(),
+        analysis_id: None,
+        job_key: "k".into(),
+        runtime: "python".into(),
+        script_path: None,
+        script_sha256: None,
+        command_json: "[]".into(),
+        features_json: "{}".into(),
+        schema_hash: "x".into(),
+        prediction: crate::model::Prediction {
+            cpu_seconds: 1.0,
+            peak_rss_mb: 100.0,
+            wall_seconds: 1.0,
+            confidence: 0.5,
+            upper: b,
+            lower: b,
+            model_version: "m".into(),
+            source: crate::model::Source::Prior,
+        },
+        predicted: limits,
+        applied: Some(limits),
+        memory_source: None,
+        timeout_source: None,
+        memory_enforced: true,
+        dry_run: false,
+        backend: "local".into(),
+        priority: "normal".into(),
+        attempt: 1,
+        host: "h".into(),
+        executor_pid: 1,
+        executor_start: None,
+        rejected: false,
+        sizing: Default::default(),
+        size: Default::default(),
+    }
+}
+
+fn writer_columns(s: &Store, id: i64) -> (Option<String>, Option<i64>, Option<String>) {
+    s.conn()
+        .query_row(
+            "SELECT executor_boot_id, executor_pidns, executor_token FROM resource_prediction
+             WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap()
+}
+
+static WRITER_CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn test_writer() -> WriterIdentity {
+    WRITER_CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    WriterIdentity {
+        boot_id: Some("boot".into()),
+        pidns: Some(4026531836),
+        token: Some("0badcafe".into()),
+    }
+}
+
+#[test]
+fn predictions_record_the_writer_given_computed_at_the_first_insert_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("presize.db");
+    // A plain open records no writer (NULL, as rows of older versions).
+    let mut plain = Store::open(&p).unwrap();
+    let id = plain.insert_prediction(&new_row("a")).unwrap();
+    assert_eq!(writer_columns(&plain, id), (None, None, None));
+    drop(plain);
+    let mut s = Store::open(&p).unwrap();
+    s.set_writer(test_writer);
+    assert_eq!(WRITER_CALLS.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let ids = [
+        s.insert_prediction(&new_row("b")).unwrap(),
+        s.insert_prediction(&new_row("c")).unwrap(),
+    ];
+    assert_eq!(WRITER_CALLS.load(std::sync::atomic::Ordering::SeqCst), 1);
+    for id in ids {
+        assert_eq!(
+            writer_columns(&s, id),
+            (
+                Some("boot".into()),
+                Some(4026531836),
+                Some("0badcafe".into())
+            )
+        );
+    }
+}
