@@ -5,8 +5,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use crate::executor::CgroupChoice;
 use crate::features::CatalogOverride;
 use crate::policy::Policy;
+use crate::util::one_line;
 
 /// Default location of the config file, read only when present.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/presize/config.toml";
@@ -36,18 +38,6 @@ pub enum ConfigError {
     },
     #[error("cannot determine where to keep the database: set PRESIZE_DB or HOME")]
     NoHome,
-}
-
-/// Which cgroup backend the executor uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum CgroupChoice {
-    /// Detect at start-up: v2 if delegated, else v1, else none.
-    #[default]
-    Auto,
-    V2,
-    V1,
-    None,
 }
 
 /// Where `presize run` runs jobs.
@@ -257,8 +247,7 @@ impl ConfigFile {
         }
         {
             use std::os::unix::fs::MetadataExt;
-            // SAFETY: trivial libc call.
-            let me = unsafe { libc::geteuid() };
+            let me = nix::unistd::geteuid().as_raw();
             if meta.uid() != 0 && meta.uid() != me {
                 return Err(ConfigError::ForeignOwner {
                     path: path.to_owned(),
@@ -401,11 +390,22 @@ impl Settings {
     }
 
     /// Open the database with the configured busy timeout.
+    ///
+    /// Rows it inserts record this executor's identity (see `executor::owner`).
     pub fn open_store(&self) -> Result<crate::store::Store, crate::store::StoreError> {
-        crate::store::Store::open_with_timeout(
+        let mut store = crate::store::Store::open_with_timeout(
             &self.db_path,
             std::time::Duration::from_millis(self.file.store.busy_timeout_ms.max(1)),
-        )
+        )?;
+        store.set_writer(|| {
+            let me = crate::executor::owner::Identity::current();
+            crate::store::WriterIdentity {
+                boot_id: me.boot_id.clone(),
+                pidns: me.pidns,
+                token: Some(me.token.clone()),
+            }
+        });
+        Ok(store)
     }
 }
 
@@ -467,11 +467,6 @@ pub fn parse_bool(v: &str) -> Option<bool> {
 fn is_world_writable(meta: &std::fs::Metadata) -> bool {
     use std::os::unix::fs::PermissionsExt;
     meta.permissions().mode() & 0o002 != 0
-}
-
-/// Collapse a multi-line message (e.g. from the TOML parser) into one line.
-pub fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]

@@ -22,7 +22,8 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::stats::{self, StatsOptions};
-use crate::store::{rfc3339, JobRecord, Store, StoreError};
+use crate::store::{JobRecord, Store, StoreError};
+use crate::util::rfc3339;
 
 /// Surge factor above which demand is "elevated" and the fleet switches to surge mode.
 pub const SURGE_THRESHOLD: f64 = 1.5;

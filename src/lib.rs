@@ -48,6 +48,7 @@ pub mod slurm;
 pub mod stats;
 pub mod status;
 pub mod store;
+pub mod util;
 pub mod verdict;
 
 pub use error::{exit_codes, Error};

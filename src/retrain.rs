@@ -162,7 +162,7 @@ pub fn not_worse(cand: &ModelEval, cur: &ModelEval) -> bool {
 }
 
 fn new_version(rows: usize) -> String {
-    let now = crate::store::now_rfc3339();
+    let now = crate::util::now_rfc3339();
     let compact: String = now
         .chars()
         .take(19)

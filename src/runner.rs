@@ -364,7 +364,7 @@ pub fn plan(
 pub fn recover_orphans(store: &mut Store, exec: &Executor) -> Result<Vec<i64>, Error> {
     let host = hostname();
     Admission::new(
-        store.conn_mut(),
+        store,
         host.clone(),
         AdmissionConfig {
             budget_mb: 0,
@@ -734,14 +734,13 @@ pub fn run(
             cgroup_name: executor::owner::Identity::current().cgroup_name(id),
             run_as: run_as.clone(),
         };
-        let reservation = match Admission::new(store.conn_mut(), host.clone(), admission.clone())
-            .acquire(
-                Some(id),
-                applied.memory_limit_mb,
-                plan.prediction.peak_rss_mb,
-                spec.priority,
-                &mut |m: &str| progress(m),
-            ) {
+        let reservation = match Admission::new(&mut store, host.clone(), admission.clone()).acquire(
+            Some(id),
+            applied.memory_limit_mb,
+            plan.prediction.peak_rss_mb,
+            spec.priority,
+            &mut |m: &str| progress(m),
+        ) {
             Ok(r) => r,
             Err(AdmissionError::Interrupted(sig)) => {
                 let _ = store.settle(id, &interrupted(sig));
@@ -766,7 +765,7 @@ pub fn run(
             }
         });
         let released =
-            Admission::new(store.conn_mut(), host.clone(), admission.clone()).release(reservation);
+            Admission::new(&mut store, host.clone(), admission.clone()).release(reservation);
         let actuals = match result {
             Ok(a) => a,
             Err(executor::ExecError::Interrupted(sig)) => {

@@ -33,11 +33,12 @@ pub struct StatsOptions {
 }
 
 impl StatsOptions {
-    /// The options in force: the policy's static default cap and the model's coverage.
-    pub fn from_settings(settings: &crate::config::Settings) -> Self {
+    /// The options in force: the policy's static default cap and the model's coverage
+    /// (`[model] coverage`).
+    pub fn from_policy(policy: &crate::policy::Policy, coverage: f64) -> Self {
         Self {
-            static_memory_mb: settings.policy().default_memory_mb,
-            coverage: settings.file.model.coverage,
+            static_memory_mb: policy.default_memory_mb,
+            coverage,
         }
     }
 }

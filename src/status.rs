@@ -13,7 +13,8 @@ use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
 use crate::executor::burst::{self, BurstError, BurstRecord};
-use crate::store::{rfc3339, Store};
+use crate::store::Store;
+use crate::util::rfc3339;
 
 /// Errors of `status`.
 #[non_exhaustive]

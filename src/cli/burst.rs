@@ -7,7 +7,7 @@ use super::{out, out_json};
 use crate::config::Settings;
 use crate::error::Error;
 use crate::executor::burst::{self, BurstError, BurstRecord};
-use crate::store::rfc3339;
+use crate::util::rfc3339;
 
 /// Arguments of `burst`.
 #[derive(Debug, clap::Args)]
@@ -79,7 +79,7 @@ pub fn execute(args: Args) -> Result<i32, Error> {
     let settings = Settings::from_env()?;
     let mut store = settings.open_store()?;
     let host = crate::runner::hostname();
-    let reason = args.reason.clone().map(|r| crate::config::one_line(&r));
+    let reason = args.reason.clone().map(|r| crate::util::one_line(&r));
     let change = if let Some((f, dur)) = request {
         let why = reason.unwrap_or_else(|| "forced with presize burst".into());
         burst::start(store.conn_mut(), &host, f, dur, ("manual", &who(), &why)).map_err(err)?;

@@ -8,7 +8,7 @@ use crate::config::Settings;
 use crate::error::Error;
 use crate::forecast::{self, ForecastError, ForecastOptions, MultiForecast};
 use crate::stats::StatsOptions;
-use crate::store::rfc3339;
+use crate::util::rfc3339;
 
 /// Arguments of `forecast`.
 #[derive(Debug, clap::Args)]
@@ -59,7 +59,7 @@ pub fn execute(args: Args) -> Result<i32, Error> {
         let opts = ForecastOptions {
             horizon_hours: h,
             host_budget_mb: settings.host_budget_mb,
-            stats: StatsOptions::from_settings(&settings),
+            stats: StatsOptions::from_policy(settings.policy(), settings.file.model.coverage),
             config: settings.file.forecast.clone(),
         };
         let f = forecast::forecast(&store, now, &opts).map_err(usage)?;

@@ -76,8 +76,8 @@ pub fn execute(args: Args) -> Result<i32, Error> {
         rows: &rows,
         models: &models,
         window: args.last,
-        opts: StatsOptions::from_settings(&settings),
-        generated_at: crate::store::now_rfc3339(),
+        opts: StatsOptions::from_policy(settings.policy(), settings.file.model.coverage),
+        generated_at: crate::util::now_rfc3339(),
         source: settings.db_path.display().to_string(),
         bursts: &bursts,
     });

@@ -97,7 +97,7 @@ pub fn execute(args: Args) -> Result<i32, Error> {
     let settings = Settings::from_env()?;
     let store = settings.open_store()?;
     let rows = store.recent_settled(args.last)?;
-    let opts = StatsOptions::from_settings(&settings);
+    let opts = StatsOptions::from_policy(settings.policy(), settings.file.model.coverage);
     let report = stats::compute(&rows, args.last, args.by, &opts);
     let now = std::time::SystemTime::now();
     learn::score_pending(&store, now)?;
@@ -105,7 +105,7 @@ pub fn execute(args: Args) -> Result<i32, Error> {
     let bursty = |e: burst::BurstError| Error::Io(e.to_string());
     let host = crate::runner::hostname();
     let burst_now =
-        burst::active(store.conn(), &host, &crate::store::now_rfc3339()).map_err(bursty)?;
+        burst::active(store.conn(), &host, &crate::util::now_rfc3339()).map_err(bursty)?;
     let bursts = burst::all_recent(store.conn(), 10).map_err(bursty)?;
     if args.json {
         out_json(&StatsOut {

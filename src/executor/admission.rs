@@ -5,23 +5,22 @@
 //! first come first served within a priority; only the head of the queue may start, so a
 //! stream of small jobs cannot starve a big one. Reservations of dead processes are reclaimed
 //! by whoever looks next.
+//!
+//! This is the policy; the ledger's SQL sits beside its table in `store::admission`.
 
 use std::time::{Duration, Instant};
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
-
 use crate::job::Priority;
-use crate::store::now_rfc3339;
+use crate::store::{
+    HeadView, LedgerState, NewReservation, ReservationHolder, Staleness, Store, StoreError,
+};
 
 /// Errors of admission.
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum AdmissionError {
-    #[error("database error while {what}: {source}")]
-    Db {
-        what: &'static str,
-        source: rusqlite::Error,
-    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("waited {waited_s:.0} s for {memory_mb} MB of the {budget_mb} MB host budget (--queue-timeout); try again later or raise PRESIZE_HOST_BUDGET_MB")]
     QueueTimeout {
         waited_s: f64,
@@ -50,10 +49,6 @@ fn now_ms() -> i64 {
 const STALE_POLLS: i64 = 5;
 /// Lower bound of the staleness threshold, milliseconds.
 const STALE_MIN_MS: i64 = 2_000;
-
-fn db(what: &'static str) -> impl FnOnce(rusqlite::Error) -> AdmissionError {
-    move |source| AdmissionError::Db { what, source }
-}
 
 /// Admission settings.
 #[derive(Debug, Clone)]
@@ -86,36 +81,30 @@ fn prio(p: Priority) -> i64 {
     }
 }
 
-/// The ledger, over an open connection to the presize database.
-pub struct Admission<'c> {
-    conn: &'c mut Connection,
+/// The ledger's policy over the store's `reservation` table.
+pub struct Admission<'s> {
+    store: &'s mut Store,
     host: String,
     cfg: AdmissionConfig,
 }
 
-/// A snapshot of what holds and waits for memory on this host.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct LedgerState {
-    pub running_mb: u64,
-    pub running_predicted_mb: f64,
-    pub running: usize,
-    pub waiting: usize,
+/// Whether a reservation's holder is proven gone, as seen from this process (a holder in
+/// another PID namespace is not: its reservation stays).
+fn holder_dead(h: &ReservationHolder) -> bool {
+    let me = super::owner::Identity::current();
+    let pidns = h.pidns.and_then(|n| u64::try_from(n).ok());
+    super::owner::liveness(me, h.boot_id.as_deref(), pidns, h.pid, h.pid_start)
+        == super::owner::Liveness::Dead
 }
 
-impl<'c> Admission<'c> {
-    pub fn new(conn: &'c mut Connection, host: String, cfg: AdmissionConfig) -> Self {
-        Self { conn, host, cfg }
+impl<'s> Admission<'s> {
+    pub fn new(store: &'s mut Store, host: String, cfg: AdmissionConfig) -> Self {
+        Self { store, host, cfg }
     }
 
     /// Remove reservations whose presize process is gone. Returns how many.
     pub fn reclaim_dead(&mut self) -> Result<usize, AdmissionError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(db("starting a write"))?;
-        let n = reclaim(&tx, &self.host)?;
-        tx.commit().map_err(db("committing"))?;
-        Ok(n)
+        Ok(self.store.reclaim_reservations(&self.host, &holder_dead)?)
     }
 
     /// Reserve `memory_mb` and wait until it fits in the budget; `status` is called with a
@@ -136,36 +125,23 @@ impl<'c> Admission<'c> {
         if let Some(sig) = super::signals::pending() {
             return Err(AdmissionError::Interrupted(sig));
         }
-        let id =
-            {
-                let tx = self
-                    .conn
-                    .transaction_with_behavior(TransactionBehavior::Immediate)
-                    .map_err(db("starting a write"))?;
-                tx.execute(
-                "INSERT INTO reservation (row_id, host, pid, pid_start, memory_mb, predicted_mb,
-                    priority, state, created_at, boot_id, pidns, heartbeat_ms, poll_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'waiting', ?8, ?9, ?10, ?11, ?12)",
-                params![
-                    row_id,
-                    self.host,
-                    pid,
-                    start,
-                    memory,
-                    if predicted_mb.is_finite() { predicted_mb } else { memory_mb as f64 },
-                    prio(priority),
-                    now_rfc3339(),
-                    me.boot_id,
-                    me.pidns.and_then(|n| i64::try_from(n).ok()),
-                    now_ms(),
-                    poll_ms
-                ],
-            )
-            .map_err(db("reserving memory"))?;
-                let id = tx.last_insert_rowid();
-                tx.commit().map_err(db("committing a reservation"))?;
-                id
-            };
+        let id = self.store.reserve(&NewReservation {
+            row_id,
+            host: &self.host,
+            pid,
+            pid_start: start,
+            boot_id: me.boot_id.as_deref(),
+            pidns: me.pidns.and_then(|n| i64::try_from(n).ok()),
+            memory_mb: memory,
+            predicted_mb: if predicted_mb.is_finite() {
+                predicted_mb
+            } else {
+                memory_mb as f64
+            },
+            priority: prio(priority),
+            heartbeat_ms: now_ms(),
+            poll_ms,
+        })?;
         let t0 = Instant::now();
         let mut last_status: Option<Instant> = None;
         loop {
@@ -209,77 +185,38 @@ impl<'c> Admission<'c> {
 
     /// One admission check; `Some(())` when admitted.
     fn try_admit(&mut self, id: i64, memory_mb: u64) -> Result<Option<()>, AdmissionError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(db("starting a write"))?;
-        reclaim(&tx, &self.host)?;
-        let now = now_ms();
-        tx.execute(
-            "UPDATE reservation SET heartbeat_ms = ?2 WHERE id = ?1",
-            params![id, now],
-        )
-        .map_err(db("recording a heartbeat"))?;
-        // Waiters that stopped polling do not hold the head of the queue.
-        let head: Option<i64> = tx
-            .query_row(
-                "SELECT id FROM reservation WHERE host = ?1 AND state = 'waiting'
-                   AND (heartbeat_ms IS NULL
-                        OR heartbeat_ms >= ?2 - max(?3, ?4 * coalesce(poll_ms, 0)))
-                 ORDER BY priority, id LIMIT 1",
-                params![&self.host, now, STALE_MIN_MS, STALE_POLLS],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(db("reading the queue"))?;
-        if head != Some(id) {
-            tx.commit().map_err(db("committing"))?;
-            return Ok(None);
-        }
-        // total() sums as REAL: an absurd reservation cannot make every later run fail with
-        // "integer overflow" (and caps are bounded when stored).
-        let (running_mb, running_pred, n_running): (f64, f64, i64) = tx
-            .query_row(
-                "SELECT total(memory_mb), total(predicted_mb), count(*)
-                 FROM reservation WHERE host = ?1 AND state = 'running'",
-                [&self.host],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .map_err(db("summing reservations"))?;
-        let my_pred: f64 = tx
-            .query_row(
-                "SELECT predicted_mb FROM reservation WHERE id = ?1",
-                [id],
-                |r| r.get(0),
-            )
-            .map_err(db("reading a reservation"))?;
         let budget = self.cfg.budget_mb as f64;
-        let caps = running_mb + memory_mb as f64;
-        let burst_factor = super::burst::factor_in_force(
-            &tx,
-            &self.host,
-            self.cfg.burst_factor,
-            self.cfg.auto_burst.as_ref(),
-            super::burst::Demand {
-                id,
-                caps_mb: caps,
-                budget_mb: budget,
+        let (host, cfg) = (&self.host, &self.cfg);
+        let admitted = self.store.admission_step(
+            id,
+            host,
+            now_ms(),
+            Staleness {
+                polls: STALE_POLLS,
+                min_ms: STALE_MIN_MS,
+            },
+            &holder_dead,
+            &mut |tx, v: &HeadView| -> Result<bool, AdmissionError> {
+                let caps = v.running_mb + memory_mb as f64;
+                let burst_factor = super::burst::factor_in_force(
+                    tx,
+                    host,
+                    cfg.burst_factor,
+                    cfg.auto_burst.as_ref(),
+                    super::burst::Demand {
+                        id,
+                        caps_mb: caps,
+                        budget_mb: budget,
+                    },
+                )?;
+                Ok(v.running == 0
+                    || caps <= budget
+                    || (burst_factor > 1.0
+                        && caps <= budget * burst_factor
+                        && v.running_predicted_mb + v.predicted_mb <= budget))
             },
         )?;
-        let fits = n_running == 0
-            || caps <= budget
-            || (burst_factor > 1.0
-                && caps <= budget * burst_factor
-                && running_pred + my_pred <= budget);
-        if fits {
-            tx.execute(
-                "UPDATE reservation SET state = 'running', admitted_at = ?2 WHERE id = ?1",
-                params![id, now_rfc3339()],
-            )
-            .map_err(db("admitting"))?;
-        }
-        tx.commit().map_err(db("committing"))?;
-        Ok(fits.then_some(()))
+        Ok(admitted.then_some(()))
     }
 
     /// Release a reservation after the job ended.
@@ -288,65 +225,11 @@ impl<'c> Admission<'c> {
     }
 
     fn release_id(&mut self, id: i64) -> Result<(), AdmissionError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(db("starting a write"))?;
-        tx.execute("DELETE FROM reservation WHERE id = ?1", [id])
-            .map_err(db("releasing a reservation"))?;
-        tx.commit().map_err(db("committing"))
+        Ok(self.store.release_reservation(id)?)
     }
 
     /// What is reserved on this host now.
     pub fn state(&self) -> Result<LedgerState, AdmissionError> {
-        self.conn
-            .query_row(
-                "SELECT total(CASE WHEN state='running' THEN memory_mb END),
-                        total(CASE WHEN state='running' THEN predicted_mb END),
-                        count(CASE WHEN state='running' THEN 1 END),
-                        count(CASE WHEN state='waiting' THEN 1 END)
-                 FROM reservation WHERE host = ?1",
-                [&self.host],
-                |r| {
-                    Ok(LedgerState {
-                        running_mb: r.get::<_, f64>(0)?.max(0.0) as u64,
-                        running_predicted_mb: r.get(1)?,
-                        running: r.get::<_, i64>(2)? as usize,
-                        waiting: r.get::<_, i64>(3)? as usize,
-                    })
-                },
-            )
-            .map_err(db("reading the ledger"))
+        Ok(self.store.ledger_state(&self.host)?)
     }
-}
-
-fn reclaim(tx: &rusqlite::Transaction<'_>, host: &str) -> Result<usize, AdmissionError> {
-    type Holder = (i64, i64, Option<i64>, Option<String>, Option<i64>);
-    let holders: Vec<Holder> = {
-        let mut st = tx
-            .prepare("SELECT id, pid, pid_start, boot_id, pidns FROM reservation WHERE host = ?1")
-            .map_err(db("reading reservations"))?;
-        let rows = st
-            .query_map([host], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-            })
-            .map_err(db("reading reservations"))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(db("reading reservations"))?;
-        rows
-    };
-    let mut n = 0;
-    let me = super::owner::Identity::current();
-    for (id, pid, start, boot, pidns) in holders {
-        let pidns = pidns.and_then(|n| u64::try_from(n).ok());
-        // Only a holder proven gone is reclaimed (not one in another PID namespace).
-        if super::owner::liveness(me, boot.as_deref(), pidns, pid, start)
-            == super::owner::Liveness::Dead
-        {
-            n += tx
-                .execute("DELETE FROM reservation WHERE id = ?1", [id])
-                .map_err(db("reclaiming a reservation"))?;
-        }
-    }
-    Ok(n)
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
-use crate::store::{now_rfc3339, rfc3339};
+use crate::util::{now_rfc3339, rfc3339};
 
 /// Largest burst factor accepted (caps may reach this × the budget).
 pub const MAX_FACTOR: f64 = 4.0;

@@ -18,9 +18,20 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::config::CgroupChoice;
 use crate::job::Outcome;
 pub use cgroup::{Backend, CgroupKind, CgroupLimits};
+
+/// Which cgroup backend the executor uses (`[executor] cgroup`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupChoice {
+    /// Detect at start-up: v2 if delegated, else v1, else none.
+    #[default]
+    Auto,
+    V2,
+    V1,
+    None,
+}
 
 /// Errors of the executor.
 #[non_exhaustive]

@@ -10,7 +10,8 @@ use std::time::{Duration, SystemTime};
 use rusqlite::params;
 use serde::Serialize;
 
-use crate::store::{now_rfc3339, rfc3339, Store, StoreError};
+use crate::store::{Store, StoreError};
+use crate::util::{now_rfc3339, rfc3339};
 
 /// Scored forecasts of a horizon needed before their errors give the interval (before, the
 /// interval comes from the variance of Poisson counts).

@@ -172,13 +172,13 @@ impl Predictor {
 
     /// Copy the shipped model files into `model_dir` if they are not there yet.
     pub fn seed_model_dir(model_dir: &Path) -> Result<(), ModelError> {
-        crate::store::create_private_dir(model_dir).map_err(|source| ModelError::Io {
+        crate::util::create_private_dir(model_dir).map_err(|source| ModelError::Io {
             path: model_dir.to_owned(),
             source,
         })?;
         let path = model_dir.join(prior::PRIOR_FILE);
         if !path.exists() {
-            crate::store::write_private_file(&path, prior::EMBEDDED_PRIOR.as_bytes()).map_err(
+            crate::util::write_private_file(&path, prior::EMBEDDED_PRIOR.as_bytes()).map_err(
                 |source| ModelError::Io {
                     path: path.clone(),
                     source,
@@ -273,13 +273,13 @@ pub fn save_model(
     model: &TrainedModel,
     promote: bool,
 ) -> Result<PathBuf, ModelError> {
-    crate::store::create_private_dir(model_dir).map_err(|source| ModelError::Io {
+    crate::util::create_private_dir(model_dir).map_err(|source| ModelError::Io {
         path: model_dir.to_owned(),
         source,
     })?;
     let file = format!("{}.json", model.version);
     let path = model_dir.join(&file);
-    crate::store::write_private_file(&path, model.to_json().as_bytes()).map_err(|source| {
+    crate::util::write_private_file(&path, model.to_json().as_bytes()).map_err(|source| {
         ModelError::Io {
             path: path.clone(),
             source,
@@ -287,7 +287,7 @@ pub fn save_model(
     })?;
     if promote {
         let pointer = model_dir.join(CURRENT_FILE);
-        crate::store::write_private_file(&pointer, format!("{file}\n").as_bytes()).map_err(
+        crate::util::write_private_file(&pointer, format!("{file}\n").as_bytes()).map_err(
             |source| ModelError::Io {
                 path: pointer.clone(),
                 source,

@@ -337,7 +337,7 @@ impl TrainedModel {
                 hash: schema.hash.clone(),
                 names: schema.names.clone(),
             },
-            trained_at: crate::store::now_rfc3339(),
+            trained_at: crate::util::now_rfc3339(),
             rows: rows.len(),
             coverage: cfg.coverage,
             max_input_mb,

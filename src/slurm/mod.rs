@@ -144,7 +144,7 @@ impl Slurm {
             let err = String::from_utf8_lossy(&out.stderr);
             return Err(SlurmError::Command {
                 cmd,
-                message: crate::config::one_line(if err.trim().is_empty() {
+                message: crate::util::one_line(if err.trim().is_empty() {
                     "no message"
                 } else {
                     &err
@@ -393,7 +393,7 @@ pub fn run(
         None => std::env::current_dir().map_err(SlurmError::Cwd)?,
     };
     let spool = spool_dir(settings);
-    crate::store::create_private_dir(&spool).map_err(|source| SlurmError::Spool {
+    crate::util::create_private_dir(&spool).map_err(|source| SlurmError::Spool {
         path: spool.clone(),
         source,
     })?;
@@ -458,7 +458,7 @@ pub fn run(
 
 fn write_script(path: &Path, body: &[u8]) -> Result<(), SlurmError> {
     use std::os::unix::fs::PermissionsExt;
-    crate::store::write_private_file(path, body)
+    crate::util::write_private_file(path, body)
         .and_then(|_| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)))
         .map_err(|source| SlurmError::Spool {
             path: path.to_owned(),

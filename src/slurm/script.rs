@@ -202,7 +202,7 @@ pub fn wrap(report: &Path, command: &[OsString]) -> io::Result<i32> {
     // the job's exit code.
     match serde_json::to_vec(&r) {
         Ok(json) => {
-            if let Err(e) = crate::store::write_private_file(report, &json) {
+            if let Err(e) = crate::util::write_private_file(report, &json) {
                 eprintln!(
                     "presize slurm-wrap: cannot write {}: {e}; sacct's MaxRSS will be used",
                     report.display()

@@ -6,6 +6,7 @@ mod crash;
 mod export;
 mod forecast;
 mod forecast_learn;
+mod layering;
 mod learning;
 mod ops;
 mod policy_props;
