@@ -254,6 +254,105 @@ fn oom_then_escalated(conf: &Path) -> Vec<String> {
     ids
 }
 
+/// (attempt, applied_memory_mb, outcome, memory_source) of every row of `backend`.
+fn attempts_of(env: &Env, backend_like: &str) -> Vec<(i64, i64, String, String)> {
+    let conn = env.conn();
+    let mut st = conn
+        .prepare(
+            "SELECT attempt, applied_memory_mb, outcome, memory_source FROM resource_prediction
+             WHERE backend LIKE ?1 ORDER BY id",
+        )
+        .unwrap();
+    let rows = st
+        .query_map([backend_like], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    rows
+}
+
+/// The retry rule is changed once, in the config file (`escalation_factor`, `max_attempts`),
+/// and both backends follow it: the same job, OOM-killed locally under the cgroup cap and on
+/// the cluster under `--mem`, is retried with the same caps. With a 64 MB static default
+/// below the killed 100 MB cap the rule grows geometrically: under the default rule (×2, two
+/// attempts) both give up at 200 MB; under ×3 and three attempts both reach 2700 MB and fit.
+fn retry_rule_is_shared(conf: &Path) -> Vec<String> {
+    let code = "x = b'x' * (400 << 20)";
+    let mut ids = Vec::new();
+    for (config, caps, outcomes, code_expected) in [
+        (
+            "[policy]\ndefault_memory_mb = 64\n",
+            vec![100, 200],
+            vec!["oom_killed", "oom_killed"],
+            137,
+        ),
+        (
+            "[policy]\ndefault_memory_mb = 64\nescalation_factor = 3.0\nmax_attempts = 3\n",
+            vec![100, 300, 2700],
+            vec!["oom_killed", "oom_killed", "ok"],
+            0,
+        ),
+    ] {
+        let env = Env::with_config(config);
+        for backend in ["local", "slurm"] {
+            let mut c = cmd(&env, conf);
+            // A key of its own per backend: neither run is history for the other.
+            c.args([
+                "run",
+                "--memory-mb",
+                "100",
+                "--job-key",
+                &format!("grow-{backend}"),
+            ]);
+            if backend == "slurm" {
+                c.args(["--backend", "slurm", "--wait"]);
+            }
+            let o = c.args(["--", "python3", "-c", code]).output().unwrap();
+            assert_eq!(
+                o.status.code(),
+                Some(code_expected),
+                "{backend} {config:?}: {}",
+                stderr(&o)
+            );
+            if backend == "slurm" {
+                ids.extend(stdout(&o).lines().map(String::from));
+            }
+        }
+        let local = attempts_of(&env, "cgroup%");
+        let cluster = attempts_of(&env, "slurm");
+        let caps_of = |rows: &[(i64, i64, String, String)]| -> Vec<i64> {
+            rows.iter().map(|r| r.1).collect()
+        };
+        let outcomes_of = |rows: &[(i64, i64, String, String)]| -> Vec<String> {
+            rows.iter().map(|r| r.2.clone()).collect()
+        };
+        assert_eq!(caps_of(&local), caps, "local under {config:?}: {local:?}");
+        assert_eq!(
+            caps_of(&cluster),
+            caps,
+            "slurm under {config:?}: {cluster:?}"
+        );
+        assert_eq!(
+            outcomes_of(&local),
+            outcomes,
+            "local under {config:?}: {local:?}"
+        );
+        assert_eq!(
+            outcomes_of(&cluster),
+            outcomes,
+            "slurm under {config:?}: {cluster:?}"
+        );
+        // The retry rows say the same about their limits on both backends.
+        let sources = |rows: &[(i64, i64, String, String)]| -> Vec<String> {
+            rows.iter().map(|r| r.3.clone()).collect()
+        };
+        assert_eq!(sources(&local), sources(&cluster), "{local:?} {cluster:?}");
+    }
+    ids
+}
+
 /// Past its time limit (`--timeout 1` → `--time=1`, killed 60–90 s later): timed_out.
 fn times_out(conf: &Path) -> Vec<String> {
     let env = Env::new();
@@ -426,6 +525,7 @@ fn slurm_cluster_end_to_end() {
         ("fits", fits),
         ("oom_then_escalated", oom_then_escalated),
         ("twenty_then_retrain", twenty_then_retrain),
+        ("retry_rule_is_shared", retry_rule_is_shared),
     ];
     let handles: Vec<_> = scenarios
         .into_iter()
