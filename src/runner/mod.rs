@@ -3,7 +3,7 @@
 //! The CLI and embedding executors both call this; the stages it strings together stay pure
 //! and unaware of each other.
 
-mod attempt;
+pub(crate) mod attempt;
 mod cluster;
 mod keys;
 mod local;
