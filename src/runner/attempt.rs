@@ -358,3 +358,96 @@ pub(crate) fn drive<B: Backend>(
         finish: Finish::Ended,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Bounds, Prediction, Source};
+    use crate::policy::{Evidence, JobSize, KeyHistory};
+
+    fn prior() -> Prediction {
+        let b = Bounds {
+            peak_rss_mb: 40.0,
+            wall_seconds: 5.0,
+            cpu_seconds: 5.0,
+        };
+        Prediction {
+            cpu_seconds: 1.0,
+            peak_rss_mb: 10.0,
+            wall_seconds: 1.0,
+            confidence: 0.0,
+            upper: b,
+            lower: b,
+            model_version: "p".into(),
+            source: Source::Prior,
+        }
+    }
+
+    fn attempt(number: u32, memory_mb: u64, timeout_s: u64) -> Attempt {
+        Attempt {
+            number,
+            limits: Limits {
+                memory_limit_mb: memory_mb,
+                timeout_s,
+                enforced: true,
+            },
+            sizing: Sizing {
+                evidence: Evidence::Novel,
+                memory_source: LimitSource::Override,
+                timeout_source: LimitSource::Predicted,
+                reason: "first".into(),
+            },
+        }
+    }
+
+    /// The one retry decision: `max_attempts`, interruption and the cause gate it; the
+    /// limits are the engine's; the sources and reason say what the retry changed.
+    #[test]
+    fn next_attempt_follows_the_policy() {
+        let (pred, key) = (prior(), KeyHistory::default());
+        let ev = Evidences {
+            prediction: &pred,
+            novelty: &[],
+            key: &key,
+            size: JobSize::default(),
+            model_fallback: None,
+        };
+        let policy = Policy {
+            default_memory_mb: 64,
+            escalation_factor: 3.0,
+            max_attempts: 3,
+            ..Policy::default()
+        };
+        let budget = 100_000;
+        let a1 = attempt(1, 100, 60);
+        let r = next_attempt(&policy, budget, &ev, &a1, Outcome::OomKilled, false).unwrap();
+        // The draws' top (64 MB) is below the killed cap: × escalation_factor^attempt.
+        assert_eq!(r.limits.memory_limit_mb, 300);
+        assert_eq!(r.limits.timeout_s, 60);
+        assert_eq!(r.memory_source, Some(LimitSource::Predicted));
+        assert_eq!(r.timeout_source, None);
+        let a2 = a1.next(&r);
+        assert_eq!(a2.number, 2);
+        assert_eq!(a2.sizing.memory_source, LimitSource::Predicted);
+        assert_eq!(a2.sizing.timeout_source, LimitSource::Predicted);
+        assert_eq!(
+            a2.sizing.reason,
+            "retry after oom_killed: the engine's retry rule"
+        );
+        let r = next_attempt(&policy, budget, &ev, &a2, Outcome::OomKilled, false).unwrap();
+        assert_eq!(r.limits.memory_limit_mb, 2700);
+        // The last allowed attempt, an interrupted one and a failure are not retried.
+        let a3 = a2.next(&r);
+        assert!(next_attempt(&policy, budget, &ev, &a3, Outcome::OomKilled, false).is_none());
+        assert!(next_attempt(&policy, budget, &ev, &a1, Outcome::OomKilled, true).is_none());
+        assert!(next_attempt(&policy, budget, &ev, &a1, Outcome::Failed, false).is_none());
+        // A timeout the engine set below the static default retries at the default.
+        let r = next_attempt(&policy, budget, &ev, &a1, Outcome::TimedOut, false).unwrap();
+        assert_eq!(r.limits.timeout_s, policy.default_timeout_s);
+        assert_eq!(r.timeout_source, Some(LimitSource::Static));
+        assert_eq!(r.memory_source, None);
+        // The budget caps the retry.
+        let r = next_attempt(&policy, 250, &ev, &a1, Outcome::OomKilled, false).unwrap();
+        assert!(r.limits.memory_limit_mb <= 250, "{r:?}");
+    }
+}

@@ -521,7 +521,11 @@ pub(crate) fn settle_pass(
 
 /// Settle finished SLURM jobs when presize starts; problems become warnings. With nothing
 /// pending this is one indexed `EXISTS` query and nothing is spawned.
-pub fn settle_at_start(store: &mut Store, settings: &Settings, progress: &mut dyn FnMut(&str)) {
+pub(crate) fn settle_at_start(
+    store: &mut Store,
+    settings: &Settings,
+    progress: &mut dyn FnMut(&str),
+) {
     match store.has_unsettled_slurm() {
         Ok(true) => {}
         _ => return,

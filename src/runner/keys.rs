@@ -68,7 +68,7 @@ fn inline_code(command: &[OsString]) -> Option<(&'static str, &OsString)> {
 /// canonical path (`alloc.py-1a2b3c4d`); for an inline program (`python3 -c CODE`) the
 /// program name, the flag and a hash of the code (`python3-c-5e6f7a8b`), so different
 /// programs get different keys; otherwise the program name and a hash of it as given.
-pub fn default_job_key(script: Option<&Path>, command: &[OsString]) -> String {
+pub(crate) fn default_job_key(script: Option<&Path>, command: &[OsString]) -> String {
     let program = command
         .first()
         .and_then(|p| Path::new(p).file_name())
@@ -94,7 +94,7 @@ pub fn default_job_key(script: Option<&Path>, command: &[OsString]) -> String {
 
 /// The job key of `spec` and, for a default key, the key the same job had before readable
 /// keys (absent for inline programs, whose old key was shared by every program).
-pub fn job_keys(spec: &JobSpec, script: Option<&Path>) -> (String, Option<String>) {
+pub(crate) fn job_keys(spec: &JobSpec, script: Option<&Path>) -> (String, Option<String>) {
     match &spec.job_key {
         Some(k) => (k.clone(), None),
         None => {

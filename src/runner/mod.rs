@@ -29,12 +29,14 @@ use crate::slurm::Slurm;
 use crate::store::Store;
 
 use attempt::{Attempt, Backend, Finish};
+pub use cluster::settle_all;
+use cluster::settle_at_start;
 use cluster::Cluster;
-pub use cluster::{settle_all, settle_at_start};
+use keys::job_keys;
 pub(crate) use keys::new_job_id;
-pub use keys::{default_job_key, hostname, job_keys, legacy_job_key};
+pub use keys::{hostname, legacy_job_key};
 use local::{Local, LocalJob};
-pub use orphans::{recover_orphans, CGROUP_PREFIX};
+use orphans::recover_orphans;
 use rows::JobRows;
 
 /// Everything decided about a job before it runs.
@@ -83,7 +85,7 @@ pub const LIVE_COVERAGE_JOBS: usize = 100;
 
 /// `Some(reason)` when the model in force has stopped tightening limits: its live coverage
 /// of the peak over its newest settled jobs fell `coverage_drop` or more below nominal.
-pub fn model_fallback(
+fn model_fallback(
     store: &Store,
     settings: &Settings,
     prediction: &Prediction,

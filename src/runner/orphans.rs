@@ -12,7 +12,7 @@ use super::keys::hostname;
 
 /// Settle rows whose executor died, kill what they left behind, remove their cgroups.
 /// Returns the ids marked `lost`.
-pub fn recover_orphans(store: &mut Store, exec: &Executor) -> Result<Vec<i64>, Error> {
+pub(crate) fn recover_orphans(store: &mut Store, exec: &Executor) -> Result<Vec<i64>, Error> {
     let host = hostname();
     Admission::new(
         store.conn_mut(),

@@ -11,21 +11,21 @@ use super::{sacct, time_minutes, SlurmError};
 /// The SLURM client commands (`sbatch`, `sacct`, `sinfo`, `scontrol`), found in PATH and
 /// run with the caller's environment (`SLURM_CONF` included).
 #[derive(Debug, Clone)]
-pub struct Slurm {
+pub(crate) struct Slurm {
     cfg: SlurmConfig,
 }
 
 /// What one `sbatch` call gets.
 #[derive(Debug, Clone)]
-pub struct Submission<'a> {
-    pub script: &'a Path,
-    pub job_name: &'a str,
-    pub memory_mb: u64,
-    pub timeout_s: u64,
-    pub cpus: Option<u32>,
-    pub cwd: &'a Path,
-    pub output: &'a Path,
-    pub error: &'a Path,
+pub(crate) struct Submission<'a> {
+    pub(crate) script: &'a Path,
+    pub(crate) job_name: &'a str,
+    pub(crate) memory_mb: u64,
+    pub(crate) timeout_s: u64,
+    pub(crate) cpus: Option<u32>,
+    pub(crate) cwd: &'a Path,
+    pub(crate) output: &'a Path,
+    pub(crate) error: &'a Path,
 }
 
 /// Escape `%` for sbatch's filename patterns.
@@ -42,7 +42,7 @@ fn escape_pattern(p: &Path) -> OsString {
 }
 
 impl Slurm {
-    pub fn new(cfg: &SlurmConfig) -> Self {
+    pub(crate) fn new(cfg: &SlurmConfig) -> Self {
         Slurm { cfg: cfg.clone() }
     }
 
@@ -79,7 +79,7 @@ impl Slurm {
     }
 
     /// The largest node memory (MB) of the partition: the budget for rejection.
-    pub fn node_memory_mb(&self) -> Result<u64, SlurmError> {
+    pub(crate) fn node_memory_mb(&self) -> Result<u64, SlurmError> {
         let mut args: Vec<OsString> = vec!["-h".into(), "-N".into(), "-o".into(), "%m".into()];
         args.extend(self.partition_args());
         let out = self.run("sinfo", &args)?;
@@ -90,7 +90,7 @@ impl Slurm {
     }
 
     /// The largest CPU count of a node of the partition.
-    pub fn node_cpus(&self) -> Option<u32> {
+    pub(crate) fn node_cpus(&self) -> Option<u32> {
         let mut args: Vec<OsString> = vec!["-h".into(), "-N".into(), "-o".into(), "%c".into()];
         args.extend(self.partition_args());
         self.run("sinfo", &args)
@@ -99,14 +99,14 @@ impl Slurm {
     }
 
     /// Whether the cluster's configuration enforces `--mem`.
-    pub fn enforces_memory(&self) -> bool {
+    pub(crate) fn enforces_memory(&self) -> bool {
         self.run("scontrol", &["show".into(), "config".into()])
             .map(|o| sacct::config_enforces_memory(&o))
             .unwrap_or(false)
     }
 
     /// Submit; returns the SLURM job id.
-    pub fn submit(&self, s: &Submission<'_>) -> Result<String, SlurmError> {
+    pub(crate) fn submit(&self, s: &Submission<'_>) -> Result<String, SlurmError> {
         let mut args: Vec<OsString> = vec![
             "--parsable".into(),
             "--no-requeue".into(),
@@ -148,7 +148,7 @@ impl Slurm {
     }
 
     /// Accounting lines of these jobs and their steps.
-    pub fn sacct(&self, ids: &[&str]) -> Result<Vec<sacct::SacctLine>, SlurmError> {
+    pub(crate) fn sacct(&self, ids: &[&str]) -> Result<Vec<sacct::SacctLine>, SlurmError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }

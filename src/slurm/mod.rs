@@ -8,10 +8,10 @@
 //! the SLURM backend); this module knows nothing of it.
 
 mod client;
-pub mod sacct;
+pub(crate) mod sacct;
 pub mod script;
 
-pub use client::{Slurm, Submission};
+pub(crate) use client::{Slurm, Submission};
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -26,7 +26,7 @@ use crate::model::Prediction;
 use crate::store::Settlement;
 
 /// The `backend` column of SLURM rows.
-pub const BACKEND: &str = "slurm";
+pub(crate) const BACKEND: &str = "slurm";
 
 /// Errors of the SLURM backend.
 #[non_exhaustive]
@@ -55,12 +55,12 @@ impl SlurmError {
 }
 
 /// `--time` in whole minutes, rounded up (SLURM limits are whole minutes).
-pub fn time_minutes(timeout_s: u64) -> u64 {
+pub(crate) fn time_minutes(timeout_s: u64) -> u64 {
     timeout_s.div_ceil(60).max(1)
 }
 
 /// A `--job-name` from a job key: `[A-Za-z0-9._-]`, at most 64 characters.
-pub fn job_name(job_key: &str) -> String {
+pub(crate) fn job_name(job_key: &str) -> String {
     let s: String = job_key
         .chars()
         .map(|c| {
@@ -81,7 +81,7 @@ pub fn job_name(job_key: &str) -> String {
 
 /// `--cpus-per-task` where the prediction says the job keeps more than one CPU busy
 /// (predicted CPU time / wall time, rounded up), capped by the largest node.
-pub fn cpus_for(pred: &Prediction, node_cpus: Option<u32>) -> Option<u32> {
+pub(crate) fn cpus_for(pred: &Prediction, node_cpus: Option<u32>) -> Option<u32> {
     let (cpu, wall) = (pred.cpu_seconds, pred.wall_seconds);
     if !(cpu.is_finite() && wall.is_finite() && wall > 0.0 && cpu > 0.0) {
         return None;
@@ -95,7 +95,7 @@ pub fn cpus_for(pred: &Prediction, node_cpus: Option<u32>) -> Option<u32> {
 }
 
 /// Where batch scripts and wrapper reports live.
-pub fn spool_dir(settings: &Settings) -> PathBuf {
+pub(crate) fn spool_dir(settings: &Settings) -> PathBuf {
     settings.file.slurm.spool_dir.clone().unwrap_or_else(|| {
         settings
             .db_path
@@ -179,7 +179,7 @@ pub struct SettleReport {
 }
 
 /// Combine accounting with the wrapper's report into a settlement.
-pub fn settlement_for(
+pub(crate) fn settlement_for(
     res: &sacct::JobResult,
     wrap: Option<&script::WrapReport>,
     cap_mb: u64,

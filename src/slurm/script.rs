@@ -12,7 +12,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 /// Quote one argument for a POSIX shell: `'…'`, with each `'` written as `'\''`.
-pub fn sh_quote(arg: &OsStr) -> Vec<u8> {
+pub(crate) fn sh_quote(arg: &OsStr) -> Vec<u8> {
     let mut out = Vec::with_capacity(arg.len() + 2);
     out.push(b'\'');
     for &b in arg.as_bytes() {
@@ -41,14 +41,14 @@ fn join_quoted(args: &[OsString]) -> Vec<u8> {
 pub const WRAP_SUBCOMMAND: &str = "slurm-wrap";
 
 /// The file the wrapper writes for SLURM job `slurm_job_id`.
-pub fn report_path(spool: &Path, slurm_job_id: &str) -> std::path::PathBuf {
+pub(crate) fn report_path(spool: &Path, slurm_job_id: &str) -> std::path::PathBuf {
     spool.join(format!("report-{slurm_job_id}.json"))
 }
 
 /// The batch script for a command. With a wrapper binary the job runs under
 /// `wrapper slurm-wrap --report <spool>/report-$SLURM_JOB_ID.json -- CMD…` (falling back to
 /// the plain command when the binary is missing on the node); without one, `exec CMD…`.
-pub fn batch_script(
+pub(crate) fn batch_script(
     command: &[OsString],
     wrapper: Option<&Path>,
     spool: &Path,
@@ -85,7 +85,7 @@ pub fn batch_script(
 
 /// What the wrapper measured inside the job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WrapReport {
+pub(crate) struct WrapReport {
     /// Peak memory in MiB: the job's memory cgroup when readable, else the largest process.
     pub peak_rss_mb: f64,
     /// `cgroup` or `rusage`.
