@@ -352,7 +352,7 @@ fn simulated_outcome(task: &Task, allocation: f64) -> Outcome {
 }
 
 /// Step 5–6 for one process: each task's attempts on the simulated backend
-/// ([`simulated_outcome`]), retried by the method until one fits.
+/// (`simulated_outcome`), retried by the method until one fits.
 pub fn replay_series(series: &ProcessSeries, method: &mut dyn Method) -> Tally {
     method.reset(&series.initial);
     let mut tally = Tally::default();

@@ -1,6 +1,6 @@
-//! SLURM as presize uses it: the client commands ([`Slurm`]: `sbatch`, `sacct`, `sinfo`,
+//! SLURM as presize uses it: the client commands (`Slurm`: `sbatch`, `sacct`, `sinfo`,
 //! `scontrol`), the batch script and its in-job wrapper ([`script`]), accounting parsing
-//! ([`sacct`]) and the settlement an attempt's accounting gives. Admission is SLURM's:
+//! (`sacct`) and the settlement an attempt's accounting gives. Admission is SLURM's:
 //! there is no local reservation ledger, and the budget for rejecting impossible jobs is
 //! the largest node's memory as `sinfo` reports it.
 //!

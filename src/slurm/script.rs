@@ -132,7 +132,7 @@ fn seconds(t: nix::sys::time::TimeVal) -> f64 {
     t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6
 }
 
-/// Run `command` as a child, wait for it, write a [`WrapReport`] to `report` (atomically),
+/// Run `command` as a child, wait for it, write a `WrapReport` (JSON) to `report` (atomically),
 /// and return the exit code the wrapper should exit with (the child's, or 128 + signal).
 ///
 /// SIGTERM/SIGINT/SIGHUP reach the wrapper and the job alike (SLURM signals every process of
