@@ -1,7 +1,11 @@
-//! One job end to end: features → predict → limits → record → run → settle (→ escalate).
+//! One job end to end: features → predict → limits → record → run → settle (→ retry).
 //!
 //! The CLI and embedding executors both call this; the stages it strings together stay pure
-//! and unaware of each other.
+//! and unaware of each other. [`plan`] decides the first attempt; the attempt loop
+//! (`attempt`) runs it and every retry on a backend: the local executor (`local`) or SLURM
+//! (`cluster`, which also holds the settle pass that continues jobs submitted without
+//! waiting). `keys` names jobs, `rows` builds their rows, `orphans` cleans up after a dead
+//! presize.
 
 pub(crate) mod attempt;
 mod cluster;
