@@ -27,7 +27,7 @@ pub fn execute(args: Args) -> Result<i32, Error> {
             super::say(&format!("presize: {m}"));
         }
     };
-    let report = slurm::settle_all(&settings, &mut progress)?;
+    let report = crate::runner::settle_all(&settings, &mut progress)?;
     if args.json {
         out_json(&report)?;
         return Ok(0);

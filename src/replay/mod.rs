@@ -36,6 +36,7 @@ use crate::model::Prediction;
 use crate::policy::{
     Decision, Evidences, JobSize, KeyHistory, KeyRun, Limits, Policy, Sizer, Sizing,
 };
+use crate::runner::attempt::{next_attempt, Attempt};
 
 /// Fewer rows than this and a process is left out (the published protocol).
 pub const MIN_ROWS_PER_PROCESS: usize = 34;
@@ -205,7 +206,9 @@ const MIB: f64 = 1_048_576.0;
 
 /// presize's sizing engine ([`crate::policy::Sizer`]) as a replay method: each process is a
 /// job key, `rchar` its input size, `rss` its peak, `realtime` its wall time. The same
-/// `first_limits` / `retry_limits` / window that `presize run` uses decide every attempt,
+/// `first_limits`, retry decision (the runner's `next_attempt`, without `max_attempts`: the
+/// protocol retries until the allocation fits) and window that `presize run` uses decide
+/// every attempt,
 /// under the same [`Policy`] (floors, margins, window, retry rule); a trace has no script,
 /// so the cross-job prediction is empty and a key's own history is the only evidence.
 #[derive(Debug, Clone)]
@@ -294,23 +297,40 @@ impl Method for EngineMethod {
             Decision::Reject(_) => 0.0,
         }
     }
+    /// The attempt killed at `failed_at` goes through `run`'s own retry decision
+    /// (`runner::attempt::next_attempt`); the trace has no timeouts to kill at, so its
+    /// timeout is unbounded.
     fn retry(&mut self, task: &Task, failed_at: f64, attempt: u32) -> f64 {
         let pred = empty_prediction();
-        let sizer = Sizer::new(&self.policy, self.budget_mb);
-        let killed = Limits {
-            memory_limit_mb: (failed_at / MIB).ceil().max(1.0) as u64,
-            timeout_s: u64::MAX,
-            enforced: true,
+        let killed = Attempt {
+            number: attempt,
+            limits: Limits {
+                memory_limit_mb: (failed_at / MIB).ceil().max(1.0) as u64,
+                timeout_s: u64::MAX,
+                enforced: true,
+            },
+            sizing: self.sizing.clone(),
         };
-        sizer
-            .retry_limits(
-                &self.evidences(&pred, task),
-                killed,
-                &self.sizing,
-                Outcome::OomKilled,
-                attempt,
-            )
-            .map_or(0.0, |l| l.memory_limit_mb as f64 * MIB)
+        // The protocol retries until the allocation fits: no `max_attempts`.
+        let policy = Policy {
+            max_attempts: u32::MAX,
+            ..self.policy.clone()
+        };
+        let retry = next_attempt(
+            &policy,
+            self.budget_mb,
+            &self.evidences(&pred, task),
+            &killed,
+            Outcome::OomKilled,
+            false,
+        );
+        match retry {
+            Some(r) => {
+                self.sizing = killed.next(&r).sizing;
+                r.limits.memory_limit_mb as f64 * MIB
+            }
+            None => 0.0,
+        }
     }
     fn observe(&mut self, task: &Task) {
         let alloc = crate::policy::engine::alloc_config(&self.policy);
@@ -321,7 +341,18 @@ impl Method for EngineMethod {
     }
 }
 
-/// Step 5–6 for one process.
+/// The trace as a backend: an attempt with an allocation below the task's recorded peak
+/// is OOM-killed, any other ends `ok`.
+fn simulated_outcome(task: &Task, allocation: f64) -> Outcome {
+    if allocation < task.y {
+        Outcome::OomKilled
+    } else {
+        Outcome::Ok
+    }
+}
+
+/// Step 5–6 for one process: each task's attempts on the simulated backend
+/// (`simulated_outcome`), retried by the method until one fits.
 pub fn replay_series(series: &ProcessSeries, method: &mut dyn Method) -> Tally {
     method.reset(&series.initial);
     let mut tally = Tally::default();
@@ -331,7 +362,7 @@ pub fn replay_series(series: &ProcessSeries, method: &mut dyn Method) -> Tally {
         tally.rows += 1;
         let mut a = sane(method.first(task));
         let mut attempt = 0;
-        while a < task.y {
+        while simulated_outcome(task, a) == Outcome::OomKilled {
             attempt += 1;
             tally.failures += 1;
             tally.wastage_gbh += gbh(a, t);

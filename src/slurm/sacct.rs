@@ -4,11 +4,12 @@
 use crate::job::Outcome;
 
 /// The fields presize asks `sacct` for, in this order.
-pub const FORMAT: &str = "JobID,State,ExitCode,MaxRSS,TotalCPU,ElapsedRaw,ReqMem,TimelimitRaw";
+pub(crate) const FORMAT: &str =
+    "JobID,State,ExitCode,MaxRSS,TotalCPU,ElapsedRaw,ReqMem,TimelimitRaw";
 
 /// One line of `sacct` output (the job line, or one of its steps).
 #[derive(Debug, Clone, PartialEq)]
-pub struct SacctLine {
+pub(crate) struct SacctLine {
     /// `12` for the job line, `12.batch`, `12.0`, … for steps.
     pub job_id: String,
     /// First word of State (`CANCELLED by 0` → `CANCELLED`).
@@ -37,7 +38,7 @@ impl SacctLine {
 
 /// `[D-]HH:MM:SS[.frac]`, `MM:SS.frac`, or a bare number times `raw_unit_s` (ElapsedRaw is
 /// seconds, TimelimitRaw minutes). `None` for empty, `UNLIMITED`, `Partition_Limit`, junk.
-pub fn parse_duration_s(field: &str, raw_unit_s: f64) -> Option<f64> {
+pub(crate) fn parse_duration_s(field: &str, raw_unit_s: f64) -> Option<f64> {
     let f = field.trim();
     if f.is_empty() {
         return None;
@@ -65,7 +66,7 @@ pub fn parse_duration_s(field: &str, raw_unit_s: f64) -> Option<f64> {
 
 /// A memory figure such as `207688K`, `203M`, `1.5G` in KiB; a bare number is KiB (sacct's
 /// base unit for RSS).
-pub fn parse_mem_kib(field: &str) -> Option<u64> {
+pub(crate) fn parse_mem_kib(field: &str) -> Option<u64> {
     let f = field.trim();
     if f.is_empty() {
         return None;
@@ -90,7 +91,7 @@ fn parse_exit(field: &str) -> (Option<i32>, Option<i32>) {
 }
 
 /// Parse one line in [`FORMAT`] order (`Elapsed`/`Timelimit` in clock form are accepted too).
-pub fn parse_line(line: &str) -> Option<SacctLine> {
+pub(crate) fn parse_line(line: &str) -> Option<SacctLine> {
     let f: Vec<&str> = line.trim_end_matches(['\n', '\r']).split('|').collect();
     if f.len() < 8 || f[0].trim().is_empty() {
         return None;
@@ -109,7 +110,7 @@ pub fn parse_line(line: &str) -> Option<SacctLine> {
 }
 
 /// Parse `sacct` output; lines that do not parse are skipped.
-pub fn parse(text: &str) -> Vec<SacctLine> {
+pub(crate) fn parse(text: &str) -> Vec<SacctLine> {
     text.lines().filter_map(parse_line).collect()
 }
 
@@ -140,7 +141,7 @@ fn may_lack_steps(state: &str) -> bool {
 
 /// What accounting says about one finished job.
 #[derive(Debug, Clone, PartialEq)]
-pub struct JobResult {
+pub(crate) struct JobResult {
     /// State of the job line (a timeout's batch step says CANCELLED; the job line TIMEOUT).
     pub state: String,
     pub outcome: Outcome,
@@ -154,7 +155,7 @@ pub struct JobResult {
 }
 
 /// Map a job line's state to an outcome; an OUT_OF_MEMORY step makes it an OOM kill.
-pub fn outcome_of(job_state: &str, exit_code: Option<i32>, any_step_oom: bool) -> Outcome {
+pub(crate) fn outcome_of(job_state: &str, exit_code: Option<i32>, any_step_oom: bool) -> Outcome {
     match job_state {
         "TIMEOUT" => Outcome::TimedOut,
         "OUT_OF_MEMORY" => Outcome::OomKilled,
@@ -167,7 +168,7 @@ pub fn outcome_of(job_state: &str, exit_code: Option<i32>, any_step_oom: bool) -
 /// The result for job `slurm_id` from its sacct lines, or `None` while it is not finished or
 /// accounting is not complete yet (job line missing, still running, Timelimit empty, or no
 /// step recorded for a job that ran).
-pub fn job_result(slurm_id: &str, lines: &[SacctLine]) -> Option<JobResult> {
+pub(crate) fn job_result(slurm_id: &str, lines: &[SacctLine]) -> Option<JobResult> {
     let job = lines.iter().find(|l| l.job_id == slurm_id)?;
     if !is_terminal(&job.state) || !job.timelimit_set {
         return None;
@@ -198,14 +199,14 @@ pub fn job_result(slurm_id: &str, lines: &[SacctLine]) -> Option<JobResult> {
 }
 
 /// `sbatch --parsable` prints `id` or `id;cluster`.
-pub fn parse_sbatch(stdout: &str) -> Option<String> {
+pub(crate) fn parse_sbatch(stdout: &str) -> Option<String> {
     let first = stdout.lines().map(str::trim).find(|l| !l.is_empty())?;
     let id = first.split(';').next()?.trim();
     (!id.is_empty() && id.bytes().all(|b| b.is_ascii_digit() || b == b'_')).then(|| id.into())
 }
 
 /// Largest node memory in MB from `sinfo -h -N -o %m` (`23081`, `23081+` for mixed groups).
-pub fn parse_sinfo_memory(stdout: &str) -> Option<u64> {
+pub(crate) fn parse_sinfo_memory(stdout: &str) -> Option<u64> {
     stdout
         .lines()
         .filter_map(|l| l.trim().trim_end_matches('+').parse::<u64>().ok())
@@ -214,7 +215,7 @@ pub fn parse_sinfo_memory(stdout: &str) -> Option<u64> {
 }
 
 /// Largest CPU count per node from `sinfo -h -N -o %c`.
-pub fn parse_sinfo_cpus(stdout: &str) -> Option<u32> {
+pub(crate) fn parse_sinfo_cpus(stdout: &str) -> Option<u32> {
     stdout
         .lines()
         .filter_map(|l| l.trim().trim_end_matches('+').parse::<u32>().ok())
@@ -225,7 +226,7 @@ pub fn parse_sinfo_cpus(stdout: &str) -> Option<u32> {
 /// Whether `scontrol show config` describes a cluster that enforces `--mem`: a cgroup task
 /// plugin (with ConstrainRAMSpace, checked by the caller when it can), or the poll-based
 /// OverMemoryKill.
-pub fn config_enforces_memory(show_config: &str) -> bool {
+pub(crate) fn config_enforces_memory(show_config: &str) -> bool {
     let value = |key: &str| {
         show_config.lines().find_map(|l| {
             let (k, v) = l.split_once('=')?;

@@ -12,7 +12,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 /// Quote one argument for a POSIX shell: `'…'`, with each `'` written as `'\''`.
-pub fn sh_quote(arg: &OsStr) -> Vec<u8> {
+pub(crate) fn sh_quote(arg: &OsStr) -> Vec<u8> {
     let mut out = Vec::with_capacity(arg.len() + 2);
     out.push(b'\'');
     for &b in arg.as_bytes() {
@@ -41,14 +41,14 @@ fn join_quoted(args: &[OsString]) -> Vec<u8> {
 pub const WRAP_SUBCOMMAND: &str = "slurm-wrap";
 
 /// The file the wrapper writes for SLURM job `slurm_job_id`.
-pub fn report_path(spool: &Path, slurm_job_id: &str) -> std::path::PathBuf {
+pub(crate) fn report_path(spool: &Path, slurm_job_id: &str) -> std::path::PathBuf {
     spool.join(format!("report-{slurm_job_id}.json"))
 }
 
 /// The batch script for a command. With a wrapper binary the job runs under
 /// `wrapper slurm-wrap --report <spool>/report-$SLURM_JOB_ID.json -- CMD…` (falling back to
 /// the plain command when the binary is missing on the node); without one, `exec CMD…`.
-pub fn batch_script(
+pub(crate) fn batch_script(
     command: &[OsString],
     wrapper: Option<&Path>,
     spool: &Path,
@@ -85,7 +85,7 @@ pub fn batch_script(
 
 /// What the wrapper measured inside the job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WrapReport {
+pub(crate) struct WrapReport {
     /// Peak memory in MiB: the job's memory cgroup when readable, else the largest process.
     pub peak_rss_mb: f64,
     /// `cgroup` or `rusage`.
@@ -125,44 +125,47 @@ fn own_cgroup_peak_bytes() -> Option<u64> {
     None
 }
 
-extern "C" fn ignore_signal(_: libc::c_int) {}
+extern "C" fn ignore_signal(_: nix::libc::c_int) {}
 
-/// Run `command` as a child, wait for it, write a [`WrapReport`] to `report` (atomically),
+/// Seconds of a `timeval`.
+fn seconds(t: nix::sys::time::TimeVal) -> f64 {
+    t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6
+}
+
+/// Run `command` as a child, wait for it, write a `WrapReport` (JSON) to `report` (atomically),
 /// and return the exit code the wrapper should exit with (the child's, or 128 + signal).
 ///
 /// SIGTERM/SIGINT/SIGHUP reach the wrapper and the job alike (SLURM signals every process of
 /// the step); the wrapper outlives them to write its report. A handler (not SIG_IGN) is used,
 /// so the job itself still gets the default dispositions after exec.
 pub fn wrap(report: &Path, command: &[OsString]) -> io::Result<i32> {
+    use nix::sys::resource::{getrusage, UsageWho};
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    use nix::sys::wait::{waitpid, WaitStatus};
+    use nix::unistd::Pid;
+
     let program = command
         .first()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no command given"))?;
-    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
         // SAFETY: installing a no-op, async-signal-safe handler.
-        unsafe {
-            libc::signal(sig, ignore_signal as *const () as libc::sighandler_t);
-        }
+        unsafe { signal(sig, SigHandler::Handler(ignore_signal)) }.map_err(io::Error::from)?;
     }
     let t0 = std::time::Instant::now();
     let child = std::process::Command::new(program)
         .args(&command[1..])
         .spawn();
-    let (status, rusage) = match child {
+    let status = match child {
         Ok(c) => {
-            let pid = c.id() as i32;
+            let pid = Pid::from_raw(c.id() as i32);
             drop(c);
             loop {
-                let mut status = 0;
-                // SAFETY: rusage is plain old data filled by wait4 for our own child.
-                let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-                // SAFETY: waiting for our own child.
-                let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
-                if rc == pid {
-                    break (Some(status), ru);
-                }
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
+                match waitpid(pid, None) {
+                    Ok(WaitStatus::Exited(_, code)) => break Some((Some(code), None)),
+                    Ok(WaitStatus::Signaled(_, sig, _)) => break Some((None, Some(sig as i32))),
+                    Ok(_) => continue,
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => return Err(e.into()),
                 }
             }
         }
@@ -171,19 +174,18 @@ pub fn wrap(report: &Path, command: &[OsString]) -> io::Result<i32> {
                 "presize slurm-wrap: cannot start {}: {e}",
                 program.to_string_lossy()
             );
-            // SAFETY: zeroed rusage is valid plain old data.
-            (None, unsafe { std::mem::zeroed() })
+            None
         }
     };
     let wall_s = t0.elapsed().as_secs_f64();
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    let rusage_maxrss_mb = rusage.ru_maxrss as f64 / 1024.0;
-    let (exit_code, signal) = match status {
-        Some(s) if libc::WIFEXITED(s) => (Some(libc::WEXITSTATUS(s)), None),
-        Some(s) if libc::WIFSIGNALED(s) => (None, Some(libc::WTERMSIG(s))),
-        Some(_) => (None, None),
-        None => (Some(127), None),
-    };
+    // The wrapper's only child has been waited for: the children's usage is the job's.
+    let usage = status
+        .is_some()
+        .then(|| getrusage(UsageWho::RUSAGE_CHILDREN).ok())
+        .flatten();
+    let rusage_maxrss_mb = usage.map_or(0.0, |u| u.max_rss() as f64 / 1024.0);
+    let cpu_s = usage.map_or(0.0, |u| seconds(u.user_time()) + seconds(u.system_time()));
+    let (exit_code, signal) = status.unwrap_or((Some(127), None));
     let cgroup_mb = own_cgroup_peak_bytes().map(|b| b as f64 / (1024.0 * 1024.0));
     let (peak_rss_mb, peak_from) = match cgroup_mb {
         Some(c) => (c, "cgroup"),
@@ -193,7 +195,7 @@ pub fn wrap(report: &Path, command: &[OsString]) -> io::Result<i32> {
         peak_rss_mb,
         peak_from: peak_from.into(),
         rusage_maxrss_mb,
-        cpu_s: tv(rusage.ru_utime) + tv(rusage.ru_stime),
+        cpu_s,
         wall_s,
         exit_code,
         signal,

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::jobs::{settle_in, Settlement};
 use super::{q, Store, StoreError};
-use crate::job::Outcome;
+use crate::job::{LimitSource, Outcome};
 use crate::util::now_rfc3339;
 
 /// What `sbatch` was given for one attempt.
@@ -28,6 +28,11 @@ pub(crate) struct NextAttempt<'a> {
     pub host: &'a str,
     pub executor_pid: u32,
     pub executor_start: Option<u64>,
+    /// Where the retry's limits came from, where the retry changed them (else copied).
+    pub memory_source: Option<LimitSource>,
+    pub timeout_source: Option<LimitSource>,
+    /// The retry's `enforced` column, where the retry changed it (else copied).
+    pub enforced: Option<bool>,
 }
 
 /// An attempt submitted to SLURM, as read back.
@@ -225,9 +230,10 @@ impl Store {
                  SELECT job_id, analysis_id, job_key, runtime, script_path, script_sha256,
                     command, features, schema_hash, predicted_cpu_s, predicted_rss_mb,
                     predicted_wall_s, upper_cpu_s, upper_rss_mb, upper_wall_s, lower_rss_mb,
-                    confidence, source, memory_limit_mb, timeout_s, enforced, memory_enforced,
-                    dry_run, backend, priority, model_version, cwd, slurm_script, slurm_cpus,
-                    ?2, ?3, attempt + 1, ?4, ?5, ?6, ?7, memory_source, timeout_source, evidence,
+                    confidence, source, memory_limit_mb, timeout_s, coalesce(?10, enforced),
+                    memory_enforced, dry_run, backend, priority, model_version, cwd, slurm_script,
+                    slurm_cpus, ?2, ?3, attempt + 1, ?4, ?5, ?6, ?7, coalesce(?8, memory_source),
+                    coalesce(?9, timeout_source), evidence,
                     'retry after ' || outcome || ': the engine''s retry rule', size_input_mb,
                     size_arg_log10
                  FROM resource_prediction WHERE id = ?1",
@@ -238,7 +244,10 @@ impl Store {
                     nx.host,
                     nx.executor_pid,
                     nx.executor_start.map(|v| v as i64),
-                    now
+                    now,
+                    nx.memory_source.map(LimitSource::as_str),
+                    nx.timeout_source.map(LimitSource::as_str),
+                    nx.enforced.map(i64::from)
                 ],
             )
             .map_err(q("recording the next attempt"))?;

@@ -254,6 +254,124 @@ fn oom_then_escalated(conf: &Path) -> Vec<String> {
     ids
 }
 
+/// (attempt, applied_memory_mb, outcome, memory_source, backend) of every row of a key.
+type AttemptRow = (i64, i64, Option<String>, String, String);
+
+fn attempts_of(env: &Env, job_key: &str) -> Vec<AttemptRow> {
+    let conn = env.conn();
+    let mut st = conn
+        .prepare(
+            "SELECT attempt, applied_memory_mb, outcome, memory_source, backend
+             FROM resource_prediction WHERE job_key = ?1 ORDER BY id",
+        )
+        .unwrap();
+    let rows = st
+        .query_map([job_key], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    rows
+}
+
+/// The retry rule is changed once, in the config file (`escalation_factor`, `max_attempts`),
+/// and every backend follows it: the same job, OOM-killed locally under the cgroup cap, on
+/// the cluster under `--mem` with `run --wait`, and on the cluster submitted without waiting
+/// and continued by `presize settle`, is retried with the same caps. With a 64 MB static
+/// default below the killed 100 MB cap the rule grows geometrically: under the default rule
+/// (×2, two attempts) all give up at 200 MB; under ×3 and three attempts all reach 2700 MB
+/// and fit.
+fn retry_rule_is_shared(
+    conf: &Path,
+    config: &str,
+    caps: &[i64],
+    outcomes: &[&str],
+    code_expected: i32,
+) -> Vec<String> {
+    let code = "x = b'x' * (400 << 20)";
+    let mut ids = Vec::new();
+    let env = Env::with_config(config);
+    let mut seen: Vec<Vec<AttemptRow>> = Vec::new();
+    for way in ["local", "slurm-wait", "slurm-settle"] {
+        // A key of its own per way: no run is history for another.
+        let key = format!("grow-{way}");
+        let mut c = cmd(&env, conf);
+        c.args(["run", "--memory-mb", "100", "--job-key", &key]);
+        match way {
+            "slurm-wait" => c.args(["--backend", "slurm", "--wait"]),
+            "slurm-settle" => c.args(["--backend", "slurm"]),
+            _ => &mut c,
+        };
+        let o = c.args(["--", "python3", "-c", code]).output().unwrap();
+        let expected = if way == "slurm-settle" {
+            0
+        } else {
+            code_expected
+        };
+        assert_eq!(
+            o.status.code(),
+            Some(expected),
+            "{way} {config:?}: {}",
+            stderr(&o)
+        );
+        if way == "slurm-settle" {
+            // The settle passes submit each retry.
+            let deadline = Instant::now() + Duration::from_secs(150);
+            while attempts_of(&env, &key).iter().any(|r| r.2.is_none()) {
+                assert!(Instant::now() < deadline, "{:?}", attempts_of(&env, &key));
+                let o = env.run(&["settle", "--json"]);
+                assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+        let rows = attempts_of(&env, &key);
+        let caps_of: Vec<i64> = rows.iter().map(|r| r.1).collect();
+        let outcomes_of: Vec<&str> = rows.iter().map(|r| r.2.as_deref().unwrap_or("")).collect();
+        assert_eq!(caps_of, caps, "{way} under {config:?}: {rows:?}");
+        assert_eq!(outcomes_of, outcomes, "{way} under {config:?}: {rows:?}");
+        let backend = if way == "local" { "cgroup" } else { "slurm" };
+        assert!(rows.iter().all(|r| r.4.starts_with(backend)), "{rows:?}");
+        if way != "local" {
+            let sids: Vec<String> = q(
+                &env,
+                &format!("SELECT slurm_job_id FROM resource_prediction WHERE job_key = '{key}'"),
+            );
+            ids.extend(sids);
+        }
+        seen.push(rows);
+    }
+    // The retry rows say the same about their limits whichever way they ran.
+    let sources: Vec<Vec<&str>> = seen
+        .iter()
+        .map(|rows| rows.iter().map(|r| r.3.as_str()).collect())
+        .collect();
+    assert!(sources.iter().all(|s| *s == sources[0]), "{sources:?}");
+    ids
+}
+
+/// [`retry_rule_is_shared`] under the default rule.
+fn retry_rule_default(conf: &Path) -> Vec<String> {
+    retry_rule_is_shared(
+        conf,
+        "[policy]\ndefault_memory_mb = 64\n",
+        &[100, 200],
+        &["oom_killed", "oom_killed"],
+        137,
+    )
+}
+
+/// [`retry_rule_is_shared`] under the changed rule.
+fn retry_rule_changed(conf: &Path) -> Vec<String> {
+    retry_rule_is_shared(
+        conf,
+        "[policy]\ndefault_memory_mb = 64\nescalation_factor = 3.0\nmax_attempts = 3\n",
+        &[100, 300, 2700],
+        &["oom_killed", "oom_killed", "ok"],
+        0,
+    )
+}
+
 /// Past its time limit (`--timeout 1` → `--time=1`, killed 60–90 s later): timed_out.
 fn times_out(conf: &Path) -> Vec<String> {
     let env = Env::new();
@@ -426,6 +544,8 @@ fn slurm_cluster_end_to_end() {
         ("fits", fits),
         ("oom_then_escalated", oom_then_escalated),
         ("twenty_then_retrain", twenty_then_retrain),
+        ("retry_rule_default", retry_rule_default),
+        ("retry_rule_changed", retry_rule_changed),
     ];
     let handles: Vec<_> = scenarios
         .into_iter()
