@@ -22,10 +22,11 @@ mod latest {
 pub use latest::{LATEST_MIGRATION, MIGRATIONS_FINGERPRINT};
 
 mod export;
-mod features;
+pub mod features;
 mod history;
 pub mod spool;
-pub use features::decode_into as decode_features_into;
+pub use export::RowFeatures;
+pub use features::{FeaturesError, TrainingRows, Unreadable};
 pub use history::{rfc3339, AttemptTimes, ModelVersionRecord};
 
 /// How many of a key's latest successful runs [`Store::prior_runs`] summarises.
@@ -528,6 +529,9 @@ impl Store {
         };
         let predicted_mem = int("memory cap (MB)", row.predicted.memory_limit_mb)?;
         let predicted_timeout = int("timeout (s)", row.predicted.timeout_s)?;
+        let features = features::Encoder::default()
+            .stored(&tx, &row.features_json)
+            .map_err(q("recording a prediction"))?;
         tx.execute(
             "INSERT INTO resource_prediction (job_id, analysis_id, job_key, runtime, script_path,
                 script_sha256, command, features, schema_hash, predicted_cpu_s, predicted_rss_mb,
@@ -547,7 +551,7 @@ impl Store {
                 row.script_path,
                 row.script_sha256,
                 row.command_json,
-                row.features_json,
+                features,
                 row.schema_hash,
                 p.cpu_seconds,
                 p.peak_rss_mb,
@@ -917,17 +921,14 @@ impl Store {
 
     /// The latest `limit` settled attempts usable for training (ok, and censored oom_killed /
     /// timed_out), oldest first, each row's features decoded straight into a dense vector in
-    /// the order of `names` (no per-row map; a feature the row lacks is 0).
+    /// the order of `names` (no per-row map; a feature the row lacks is 0). A row whose
+    /// features cannot be read is left out and counted in [`TrainingRows::unreadable`].
     pub fn training_rows(
         &self,
         names: &[String],
         limit: usize,
-    ) -> Result<Vec<crate::model::trained::TrainingRow>, StoreError> {
-        let index: std::collections::HashMap<&str, usize> = names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.as_str(), i))
-            .collect();
+    ) -> Result<TrainingRows, StoreError> {
+        let dec = features::Decoder::new(&self.conn, names).map_err(q("reading feature names"))?;
         let mut stmt = self
             .conn
             .prepare(
@@ -938,17 +939,22 @@ impl Store {
             )
             .map_err(q("reading training rows"))?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let mut rows = stmt
-            .query_map([limit], |r| {
-                let mut features = vec![0.0; names.len()];
-                if let rusqlite::types::ValueRef::Text(t) = r.get_ref(1)? {
-                    features::decode_into(t, &index, &mut features);
-                }
+        let mut out = TrainingRows::default();
+        let mut rows = stmt.query([limit]).map_err(q("reading training rows"))?;
+        while let Some(r) = rows.next().map_err(q("reading training rows"))? {
+            let id: i64 = r.get(0).map_err(q("reading training rows"))?;
+            let mut features = vec![0.0; names.len()];
+            let stored = r.get_ref(1).map_err(q("reading training rows"))?;
+            if let Err(e) = dec.dense(stored, &mut features) {
+                out.unreadable.note(id, e);
+                continue;
+            }
+            let row = (|| {
                 let outcome: String = r.get(2)?;
                 let enforced: i64 = r.get(8)?;
                 let cap: Option<i64> = r.get(6)?;
                 Ok(crate::model::trained::TrainingRow {
-                    id: r.get(0)?,
+                    id,
                     features,
                     outcome: Outcome::parse(&outcome).unwrap_or(Outcome::Failed),
                     cpu_s: r.get(3)?,
@@ -957,12 +963,12 @@ impl Store {
                     memory_cap_mb: cap.filter(|_| enforced != 0).map(|c| c as f64),
                     timeout_s: r.get::<_, Option<i64>>(7)?.map(|t| t as f64),
                 })
-            })
-            .map_err(q("reading training rows"))?
-            .collect::<Result<Vec<_>, _>>()
+            })()
             .map_err(q("reading training rows"))?;
-        rows.reverse();
-        Ok(rows)
+            out.rows.push(row);
+        }
+        out.rows.reverse();
+        Ok(out)
     }
 
     /// Record a trained model in the registry.
@@ -1270,6 +1276,8 @@ fn prepare(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
         embedded::migrations::runner()
             .run(conn)
             .map_err(|e| migrate_err(crate::config::one_line(&e.to_string())))?;
+        features::convert_pending(conn)
+            .map_err(|e| migrate_err(format!("converting stored features (V11): {e}")))?;
         // refinery returned Ok: every embedded migration is applied and none it does not
         // know of (it refuses missing and divergent ones), so the next open may skip it.
         conn.pragma_update(None, "user_version", MIGRATIONS_FINGERPRINT)
@@ -1499,7 +1507,7 @@ mod tests {
         }
         assert_eq!(s.count_training_rows().unwrap(), 9);
         let names = vec!["a".to_string(), "b".to_string(), "c".to_string()];
-        let rows = s.training_rows(&names, 4).unwrap();
+        let rows = s.training_rows(&names, 4).unwrap().rows;
         let got: Vec<_> = rows.iter().map(|r| r.features.clone()).collect();
         assert_eq!(
             got,
@@ -1511,7 +1519,7 @@ mod tests {
             ]
         );
         assert!(rows.windows(2).all(|w| w[0].id < w[1].id));
-        assert_eq!(s.training_rows(&names, 100).unwrap().len(), 9);
+        assert_eq!(s.training_rows(&names, 100).unwrap().rows.len(), 9);
     }
 
     #[test]
