@@ -14,6 +14,7 @@ mod progress;
 mod replay;
 mod report;
 mod retrain;
+mod rows;
 mod run;
 mod security;
 mod signals;
