@@ -14,3 +14,7 @@ CREATE TABLE feature_names (
 -- unchanged; readers accept both forms.
 CREATE TABLE pending_conversion (what TEXT PRIMARY KEY);
 INSERT INTO pending_conversion (what) VALUES ('features');
+
+-- (job_key, settled_at) from V1: no query reads it since V7 (a key's earlier runs come from
+-- idx_resource_prediction_prior, its window from key_history); ~49 bytes per row.
+DROP INDEX IF EXISTS idx_resource_prediction_job_key;
