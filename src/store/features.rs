@@ -257,16 +257,23 @@ impl Encoder {
             }
         }
         let owned: Vec<String> = names.iter().map(|s| (*s).to_string()).collect();
-        let hash = Schema::compute_hash(SCHEMA_NAME, SCHEMA_VERSION, &owned);
         let text = serde_json::to_string(&owned).unwrap_or_else(|_| "[]".into());
-        let found: Option<(i64, String)> = conn
-            .prepare_cached("SELECT id, names FROM feature_names WHERE hash = ?1")?
-            .query_row([&hash], |r| Ok((r.get(0)?, r.get(1)?)))
+        // The table holds a few lists (one per feature schema): found by their text, the
+        // hash is computed only for a new one.
+        let found: Option<i64> = conn
+            .prepare_cached("SELECT id FROM feature_names WHERE names = ?1")?
+            .query_row([&text], |r| r.get(0))
             .optional()?;
         let id = match found {
-            Some((id, stored)) if stored == text => id,
-            Some(_) => return Ok(None),
+            Some(id) => id,
             None => {
+                let hash = Schema::compute_hash(SCHEMA_NAME, SCHEMA_VERSION, &owned);
+                let taken: bool = conn
+                    .prepare_cached("SELECT EXISTS (SELECT 1 FROM feature_names WHERE hash = ?1)")?
+                    .query_row([&hash], |r| r.get(0))?;
+                if taken {
+                    return Ok(None);
+                }
                 conn.prepare_cached("INSERT INTO feature_names (hash, names) VALUES (?1, ?2)")?
                     .execute(params![hash, text])?;
                 conn.last_insert_rowid()

@@ -175,6 +175,20 @@ fn what_is_not_an_object_of_numbers_stays_text_and_unreadable_is_an_error() {
             "{text}"
         );
     }
+    // Another list already holding this list's hash (a 64-bit collision, made by hand):
+    // the row stays JSON rather than decoding under the other list's names.
+    let names = vec!["q".to_string()];
+    let hash = Schema::compute_hash(SCHEMA_NAME, SCHEMA_VERSION, &names);
+    c.execute(
+        "INSERT INTO feature_names (hash, names) VALUES (?1, '[\"other\"]')",
+        [&hash],
+    )
+    .unwrap();
+    let text = r#"{"q": 1.0}"#;
+    assert_eq!(
+        Encoder::default().stored(c, text).unwrap(),
+        SqlValue::Text(text.to_string())
+    );
     let dec = Decoder::new(c, &["a".to_string()]).unwrap();
     let mut out = [0.0];
     // Valid JSON with a non-number: read as before (absent), not an error.
