@@ -463,7 +463,7 @@ pub struct Converted {
 }
 
 /// Migration V11's data step: convert every JSON `features` value to the compact form, in
-/// transactions of [`BATCH`] rows (memory bounded by one batch), while V11's
+/// transactions of 2,000 rows (memory bounded by one batch), while V11's
 /// `pending_conversion` row says it is not finished; the row is deleted with the last batch,
 /// so a conversion interrupted (crash, kill) resumes on the next open. Progress goes to
 /// stderr when it is a terminal.

@@ -225,3 +225,71 @@ fn new_rows_are_small() {
         assert!(n < 250, "{n} bytes");
     }
 }
+
+/// Run presize with `args` on a pseudo-terminal (util-linux `script`); returns the exit
+/// status and what the terminal showed.
+fn on_a_terminal(env: &Env, args: &[&str]) -> (Option<i32>, String) {
+    let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+    let mut line = quote(env!("CARGO_BIN_EXE_presize"));
+    for a in args {
+        line.push(' ');
+        line.push_str(&quote(a));
+    }
+    line.push_str(" > /dev/null");
+    let base = env.cmd();
+    let mut c = std::process::Command::new("script");
+    c.args(["-qec", &line, "/dev/null"]);
+    for (k, v) in base.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    let o = c.output().expect("util-linux script");
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn the_conversion_shows_progress_on_a_terminal_only() {
+    let (tty, pipe) = (Env::new(), Env::new());
+    for env in [&tty, &pipe] {
+        let c = v10_store(env);
+        c.execute_batch("BEGIN").unwrap();
+        for i in 0..2500 {
+            insert(
+                &c,
+                &format!(r#"{{"tokens": {i}.0, "lang_python": 1.0}}"#),
+                "h",
+            );
+        }
+        c.execute_batch("COMMIT").unwrap();
+    }
+    let (code, screen) = on_a_terminal(&tty, &["stats", "--json"]);
+    assert_eq!(code, Some(0), "{screen}");
+    assert!(
+        screen.contains("migration V11: compacting stored features, row 2000 of 2500")
+            && screen.contains("2500 rows' features compacted, 0 kept as JSON text"),
+        "{screen:?}"
+    );
+    let o = pipe.run(&["stats", "--json"]);
+    ok_stderr(&o);
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for env in [&tty, &pipe] {
+        let blobs: i64 = Connection::open(&env.db)
+            .unwrap()
+            .query_row(
+                "SELECT count(*) FROM resource_prediction WHERE typeof(features) = 'blob'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(blobs, 2500);
+    }
+}
