@@ -2,9 +2,9 @@
 //!
 //! The `features` column holds, for every row presize writes, a BLOB in the format below;
 //! rows written before V11 held the JSON object name → number as TEXT, and V11 converts
-//! them ([`convert_pending`]). Readers accept both: a TEXT value is parsed as JSON, as
-//! before. The names live once per store in `feature_names` (one row per distinct name
-//! list), so a row carries only its values.
+//! them (`convert_pending`, right after the migration). Readers accept both: a TEXT value
+//! is parsed as JSON, as before. The names live once per store in `feature_names` (one row
+//! per distinct name list), so a row carries only its values.
 //!
 //! Format 1 (every integer an unsigned LEB128 varint):
 //!
@@ -37,7 +37,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use crate::features::{Schema, SCHEMA_NAME, SCHEMA_VERSION};
 
 /// The format byte of a compact features value.
-pub const FORMAT: u8 = 1;
+pub(crate) const FORMAT: u8 = 1;
 
 /// Rows converted per transaction by [`convert_pending`].
 const BATCH: i64 = 2000;
@@ -58,7 +58,7 @@ pub enum FeaturesError {
 
 /// One stored value.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Num {
+pub(crate) enum Num {
     /// A number written as a float (`1.5`, `3.0`), or any f64.
     Float(f64),
     /// A number written as a JSON integer (`3`).
@@ -69,7 +69,7 @@ pub enum Num {
 
 impl Num {
     /// The value as a number (`None` for null).
-    pub fn as_f64(self) -> Option<f64> {
+    pub(crate) fn as_f64(self) -> Option<f64> {
         match self {
             Num::Float(v) => Some(v),
             Num::Int(i) => Some(i as f64),
@@ -78,7 +78,7 @@ impl Num {
     }
 
     /// The value as JSON (a non-finite float, which JSON cannot hold, is null).
-    pub fn to_json(self) -> serde_json::Value {
+    pub(crate) fn to_json(self) -> serde_json::Value {
         match self {
             Num::Float(v) => serde_json::Number::from_f64(v)
                 .map(serde_json::Value::Number)
@@ -145,7 +145,7 @@ impl<'a> Cursor<'a> {
 }
 
 /// Encode `values` (in the order of name list `names_id`) in format 1.
-pub fn encode(names_id: i64, values: &[Num]) -> Vec<u8> {
+pub(crate) fn encode(names_id: i64, values: &[Num]) -> Vec<u8> {
     let n = values.len();
     let mut out = Vec::with_capacity(4 + n / 4 + n * 3);
     out.push(FORMAT);
@@ -181,7 +181,7 @@ pub fn encode(names_id: i64, values: &[Num]) -> Vec<u8> {
 
 /// The name list id and the values of a format-1 blob; the whole blob is checked (format,
 /// lengths, no trailing bytes).
-pub fn decode(blob: &[u8]) -> Result<(i64, Vec<Num>), FeaturesError> {
+pub(crate) fn decode(blob: &[u8]) -> Result<(i64, Vec<Num>), FeaturesError> {
     let mut c = Cursor(blob);
     if c.byte()? != FORMAT {
         return Err(FeaturesError::Corrupt("unknown format"));
@@ -243,7 +243,7 @@ fn parse_json(text: &[u8]) -> Result<Option<Vec<(String, Num)>>, FeaturesError> 
 
 /// Writes name lists to `feature_names` and remembers the last one used.
 #[derive(Debug, Default)]
-pub struct Encoder {
+pub(crate) struct Encoder {
     last: Option<(Vec<String>, i64)>,
 }
 
@@ -285,7 +285,7 @@ impl Encoder {
 
     /// What to store for a features JSON text: the compact blob, or the text itself when
     /// it is not an object of numbers (unreadable text is kept too, and readers report it).
-    pub fn stored(&mut self, conn: &Connection, json: &str) -> rusqlite::Result<SqlValue> {
+    pub(crate) fn stored(&mut self, conn: &Connection, json: &str) -> rusqlite::Result<SqlValue> {
         let Ok(Some(entries)) = parse_json(json.as_bytes()) else {
             return Ok(SqlValue::Text(json.to_string()));
         };
@@ -455,11 +455,11 @@ pub struct TrainingRows {
 
 /// What [`convert_pending`] did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Converted {
+pub(crate) struct Converted {
     /// JSON rows now stored compactly.
-    pub compacted: u64,
+    pub(crate) compacted: u64,
     /// JSON rows left as they were (not an object of numbers, or not JSON at all).
-    pub kept: u64,
+    pub(crate) kept: u64,
 }
 
 /// Migration V11's data step: convert every JSON `features` value to the compact form, in
@@ -467,7 +467,7 @@ pub struct Converted {
 /// `pending_conversion` row says it is not finished; the row is deleted with the last batch,
 /// so a conversion interrupted (crash, kill) resumes on the next open. Progress goes to
 /// stderr when it is a terminal.
-pub fn convert_pending(conn: &mut Connection) -> rusqlite::Result<Converted> {
+pub(crate) fn convert_pending(conn: &mut Connection) -> rusqlite::Result<Converted> {
     let mut done = Converted::default();
     let pending: bool = conn.query_row(
         "SELECT EXISTS (SELECT 1 FROM pending_conversion WHERE what = 'features')",
