@@ -8,15 +8,17 @@
 #    120 real jobs through `presize run` (a Python script that reads its input file and
 #    holds N MB for a moment, N and the input varying per run, job key `scale-hot`; and a
 #    shell pipeline that sorts its input, job key `scale-sort`). Every row is a real
-#    prediction, a real cgroup-capped run and a real settlement, with real features JSON.
+#    prediction, a real cgroup-capped run and a real settlement, with real features (JSON
+#    text before migration V11, the compact blob since).
 # 2. Replication, in SQL: the settled rows of step 1 are the templates. Row k of ROWS
-#    (default 1,000,000) copies template k mod T (every column, features JSON unchanged),
+#    (default 1,000,000) copies template k mod T (every column, features unchanged),
 #    except: every HOT_EVERY-th row (default 25, i.e. 40,000 of 1M) keeps the hot key
 #    `scale-hot` and copies a `scale-hot` template; the others get key
 #    `<template key>#<k mod 24989>` (about 40 rows per key); actual peak / CPU / wall are
 #    scaled by a deterministic factor in [0.8, 1.2) from k; job_id is fresh; predicted_at /
 #    started_at / settled_at are 30 s apart per row, ending now. Then the V5 `key_history`
-#    window is refilled from the table (as migration V5's backfill does).
+#    window is refilled from the table (as the settle transaction fills it, from the V10 size
+#    columns). Needs a store at V10 or later (PRESIZE_BIN built from 2026-12-03 on).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -76,7 +78,8 @@ cols="analysis_id, runtime, script_path, script_sha256, command, features, schem
     applied_timeout_s, enforced, memory_enforced, dry_run, backend, priority, attempt,
     rusage_maxrss_mb, measure_source, exit_code, signal, outcome, model_version, host,
     executor_pid, executor_start, job_pid, job_start, cgroup_name, memory_source,
-    timeout_source, evidence, limit_reason"
+    timeout_source, evidence, limit_reason, executor_boot_id, executor_pidns, executor_token,
+    oom_events, size_input_mb, size_arg_log10"
 tcols=$(echo "$cols" | sed 's/\([a-z_][a-z_0-9]*\)/t.\1/g')
 sqlite3 "$db" <<SQL
 PRAGMA journal_mode = WAL;
@@ -98,12 +101,13 @@ pick AS (
     FROM seq
 )
 INSERT INTO resource_prediction (job_id, job_key, $cols, actual_cpu_s, actual_rss_mb,
-    actual_wall_s, predicted_at, started_at, settled_at)
+    actual_wall_s, charged_peak_mb, predicted_at, started_at, settled_at)
 SELECT printf('scale-%d', p.k),
        CASE WHEN p.k % $hot_every = 0 THEN 'scale-hot'
             ELSE t.job_key || '#' || (p.k % 24989) END,
        $tcols,
        t.actual_cpu_s * p.f, t.actual_rss_mb * p.f, t.actual_wall_s * p.f,
+       t.charged_peak_mb * p.f,
        strftime('%Y-%m-%dT%H:%M:%fZ', 'now', printf('-%d seconds', ($rows - p.k) * 30 + 2)),
        strftime('%Y-%m-%dT%H:%M:%fZ', 'now', printf('-%d seconds', ($rows - p.k) * 30 + 1)),
        strftime('%Y-%m-%dT%H:%M:%fZ', 'now', printf('-%d seconds', ($rows - p.k) * 30))
@@ -112,13 +116,11 @@ DELETE FROM key_history;
 INSERT INTO key_history (row_id, job_key, outcome, peak_mb, wall_s, cpu_s, input_mb, arg_log10,
                          cap_mb, timeout_s)
     SELECT id, job_key, outcome, actual_rss_mb, actual_wall_s, actual_cpu_s,
-           json_extract(features, '\$.input_total_mb'),
-           CASE WHEN json_extract(features, '\$.arg_numeric_count') > 0
-                THEN json_extract(features, '\$.arg_max_numeric_log10') END,
+           size_input_mb, size_arg_log10,
            CASE WHEN memory_enforced = 1 THEN applied_memory_mb END,
            applied_timeout_s
     FROM resource_prediction
-    WHERE outcome IN ('ok', 'oom_killed', 'timed_out') AND json_valid(features);
+    WHERE outcome IN ('ok', 'oom_killed', 'timed_out');
 COMMIT;
 PRAGMA wal_checkpoint(TRUNCATE);
 SQL

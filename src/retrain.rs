@@ -65,6 +65,9 @@ pub struct RetrainReport {
     /// Of those, the latest rows read (at most `[model] max_train_rows`): split into the
     /// training and holdout rows below.
     pub used_rows: usize,
+    /// Usable rows left out because their stored features could not be read (the message
+    /// names the first).
+    pub unreadable_rows: usize,
     pub min_rows: usize,
     pub train_rows: usize,
     pub holdout_rows: usize,
@@ -199,12 +202,19 @@ pub fn retrain(
     let (catalog, _) = crate::runner::catalog_and_options(settings);
     let schema = Arc::new(Schema::for_catalog(&catalog));
     let settled = store.count_training_rows()?;
-    let rows = store.training_rows(&schema.names, settings.file.model.max_train_rows)?;
+    let read = store.training_rows(&schema.names, settings.file.model.max_train_rows)?;
+    let (rows, unreadable) = (read.rows, read.unreadable);
+    // Appended to the message: rows whose stored features could not be read.
+    let left_out = unreadable
+        .message("left out")
+        .map(|m| format!("; {m}"))
+        .unwrap_or_default();
     let mut report = RetrainReport {
         status: "not_enough_rows",
         message: String::new(),
         settled_rows: settled,
         used_rows: rows.len(),
+        unreadable_rows: unreadable.count,
         min_rows: opts.min_rows,
         train_rows: 0,
         holdout_rows: 0,
@@ -217,7 +227,7 @@ pub fn retrain(
     let min_rows = opts.min_rows.max(20);
     if rows.len() < min_rows {
         report.message = format!(
-            "not enough settled rows: {} < {min_rows}; keeping the current model",
+            "not enough settled rows: {} < {min_rows}; keeping the current model{left_out}",
             rows.len()
         );
         return Ok(report);
@@ -374,5 +384,6 @@ pub fn retrain(
         total: STEPS,
         what: "done",
     });
+    report.message += &left_out;
     Ok(report)
 }

@@ -138,15 +138,10 @@ pub fn execute(args: Args) -> Result<i32, Error> {
     let mut w = std::io::BufWriter::new(sink);
     // A closed pipe (`presize export --csv | head`) ends the export quietly.
     let broken = |e: &std::io::Error| e.kind() == std::io::ErrorKind::BrokenPipe;
+    let mut unreadable = crate::store::Unreadable::default();
     if args.csv {
         let (catalog, _) = crate::runner::catalog_and_options(&settings);
         let schema = Arc::new(Schema::for_catalog(&catalog));
-        let index: std::collections::HashMap<&str, usize> = schema
-            .names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.as_str(), i))
-            .collect();
         let mut cw = csv::Writer::from_writer(&mut w);
         let header: Vec<String> = CSV_COLUMNS
             .iter()
@@ -160,19 +155,28 @@ pub fn execute(args: Args) -> Result<i32, Error> {
         let mut values = vec![0.0; schema.names.len()];
         let mut io: Option<std::io::Error> = cw.write_record(&header).map_err(csv_err).err();
         if io.is_none() {
-            store.for_each_row_with_features::<Error>(&mut |r, hash, features| {
-                values.fill(0.0);
-                crate::store::decode_features_into(features.as_bytes(), &index, &mut values);
-                let mut rec = csv_record(r, hash);
-                rec.extend(values.iter().map(|v| v.to_string()));
-                match cw.write_record(&rec).map_err(csv_err) {
-                    Ok(()) => Ok(true),
-                    Err(e) => {
-                        io = Some(e);
-                        Ok(false)
+            store.for_each_row_with_features::<Error>(
+                &schema.names,
+                &mut |r, hash, features| {
+                    values.fill(0.0);
+                    let mut rec = csv_record(r, hash);
+                    match features.dense(&mut values) {
+                        Ok(()) => rec.extend(values.iter().map(|v| v.to_string())),
+                        // Empty cells, not zeros a reader would take for values.
+                        Err(e) => {
+                            unreadable.note(r.id, e);
+                            rec.extend(values.iter().map(|_| String::new()));
+                        }
                     }
-                }
-            })?;
+                    match cw.write_record(&rec).map_err(csv_err) {
+                        Ok(()) => Ok(true),
+                        Err(e) => {
+                            io = Some(e);
+                            Ok(false)
+                        }
+                    }
+                },
+            )?;
         }
         let res = io.map_or_else(|| cw.flush(), Err);
         drop(cw);
@@ -182,12 +186,17 @@ pub fn execute(args: Args) -> Result<i32, Error> {
         }
     } else {
         let mut io: Option<std::io::Error> = None;
-        store.for_each_row_with_features::<Error>(&mut |r, hash, features| {
+        store.for_each_row_with_features::<Error>(&[], &mut |r, hash, features| {
             let mut v = serde_json::to_value(r).unwrap_or(serde_json::Value::Null);
             if let Some(o) = v.as_object_mut() {
                 o.insert("schema_hash".into(), hash.into());
-                let f = serde_json::from_str(features)
-                    .unwrap_or_else(|_| serde_json::Value::String(features.to_string()));
+                // Unreadable: the stored text as a string (nothing is lost), or null.
+                let f = features.to_json().unwrap_or_else(|e| {
+                    unreadable.note(r.id, e);
+                    features
+                        .text()
+                        .map_or(serde_json::Value::Null, |t| t.to_string().into())
+                });
                 o.insert("features".into(), f);
             }
             let line = v.to_string();
@@ -203,6 +212,14 @@ pub fn execute(args: Args) -> Result<i32, Error> {
             Err(e) if broken(&e) => return Ok(0),
             r => r.map_err(io_err(&what))?,
         }
+    }
+    let done = if args.csv {
+        "exported with empty feature cells"
+    } else {
+        "exported with `features` as the stored text, or null"
+    };
+    if let Some(m) = unreadable.message(done) {
+        super::say(&format!("presize: warning: {m}"));
     }
     Ok(0)
 }

@@ -276,6 +276,9 @@ impl Store {
         };
         let predicted_mem = int("memory cap (MB)", row.predicted.memory_limit_mb)?;
         let predicted_timeout = int("timeout (s)", row.predicted.timeout_s)?;
+        let features = super::features::Encoder::default()
+            .stored(&tx, &row.features_json)
+            .map_err(q("recording a prediction"))?;
         tx.execute(
             "INSERT INTO resource_prediction (job_id, analysis_id, job_key, runtime, script_path,
                 script_sha256, command, features, schema_hash, predicted_cpu_s, predicted_rss_mb,
@@ -295,7 +298,7 @@ impl Store {
                 row.script_path,
                 row.script_sha256,
                 row.command_json,
-                row.features_json,
+                features,
                 row.schema_hash,
                 p.cpu_seconds,
                 p.peak_rss_mb,

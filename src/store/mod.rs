@@ -27,7 +27,7 @@ pub use latest::{LATEST_MIGRATION, MIGRATIONS_FINGERPRINT};
 mod admission;
 mod export;
 mod failpoints;
-mod features;
+pub mod features;
 mod history;
 mod jobs;
 mod keys;
@@ -37,7 +37,8 @@ pub mod spool;
 mod training;
 pub use admission::LedgerState;
 pub(crate) use admission::{HeadView, NewReservation, ReservationHolder, Staleness};
-pub use features::decode_into as decode_features_into;
+pub use export::RowFeatures;
+pub use features::{FeaturesError, TrainingRows, Unreadable};
 pub use history::AttemptTimes;
 pub use jobs::{JobRecord, Measured, NewPrediction, Settlement, WriterIdentity};
 // For the sibling readers of whole rows (`export`, `history`).
@@ -239,6 +240,8 @@ fn prepare(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
         embedded::migrations::runner()
             .run(conn)
             .map_err(|e| migrate_err(crate::util::one_line(&e.to_string())))?;
+        features::convert_pending(conn)
+            .map_err(|e| migrate_err(format!("converting stored features (V11): {e}")))?;
         // refinery returned Ok: every embedded migration is applied and none it does not
         // know of (it refuses missing and divergent ones), so the next open may skip it.
         conn.pragma_update(None, "user_version", MIGRATIONS_FINGERPRINT)

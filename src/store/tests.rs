@@ -190,7 +190,7 @@ fn training_rows_are_the_latest_dense_and_counted() {
     }
     assert_eq!(s.count_training_rows().unwrap(), 9);
     let names = vec!["a".to_string(), "b".to_string(), "c".to_string()];
-    let rows = s.training_rows(&names, 4).unwrap();
+    let rows = s.training_rows(&names, 4).unwrap().rows;
     let got: Vec<_> = rows.iter().map(|r| r.features.clone()).collect();
     assert_eq!(
         got,
@@ -202,7 +202,7 @@ fn training_rows_are_the_latest_dense_and_counted() {
         ]
     );
     assert!(rows.windows(2).all(|w| w[0].id < w[1].id));
-    assert_eq!(s.training_rows(&names, 100).unwrap().len(), 9);
+    assert_eq!(s.training_rows(&names, 100).unwrap().rows.len(), 9);
 }
 
 #[test]

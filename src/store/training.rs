@@ -1,6 +1,6 @@
 //! Settled attempts as training rows for `retrain`.
 
-use super::{features, q, Store, StoreError};
+use super::{features, q, Store, StoreError, TrainingRows};
 use crate::job::Outcome;
 
 impl Store {
@@ -20,17 +20,14 @@ impl Store {
 
     /// The latest `limit` settled attempts usable for training (ok, and censored oom_killed /
     /// timed_out), oldest first, each row's features decoded straight into a dense vector in
-    /// the order of `names` (no per-row map; a feature the row lacks is 0).
+    /// the order of `names` (no per-row map; a feature the row lacks is 0). A row whose
+    /// features cannot be read is left out and counted in [`TrainingRows::unreadable`].
     pub fn training_rows(
         &self,
         names: &[String],
         limit: usize,
-    ) -> Result<Vec<crate::model::trained::TrainingRow>, StoreError> {
-        let index: std::collections::HashMap<&str, usize> = names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.as_str(), i))
-            .collect();
+    ) -> Result<TrainingRows, StoreError> {
+        let dec = features::Decoder::new(&self.conn, names).map_err(q("reading feature names"))?;
         let mut stmt = self
             .conn
             .prepare(
@@ -41,17 +38,22 @@ impl Store {
             )
             .map_err(q("reading training rows"))?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let mut rows = stmt
-            .query_map([limit], |r| {
-                let mut features = vec![0.0; names.len()];
-                if let rusqlite::types::ValueRef::Text(t) = r.get_ref(1)? {
-                    features::decode_into(t, &index, &mut features);
-                }
+        let mut out = TrainingRows::default();
+        let mut rows = stmt.query([limit]).map_err(q("reading training rows"))?;
+        while let Some(r) = rows.next().map_err(q("reading training rows"))? {
+            let id: i64 = r.get(0).map_err(q("reading training rows"))?;
+            let mut features = vec![0.0; names.len()];
+            let stored = r.get_ref(1).map_err(q("reading training rows"))?;
+            if let Err(e) = dec.dense(stored, &mut features) {
+                out.unreadable.note(id, e);
+                continue;
+            }
+            let row = (|| {
                 let outcome: String = r.get(2)?;
                 let enforced: i64 = r.get(8)?;
                 let cap: Option<i64> = r.get(6)?;
                 Ok(crate::model::trained::TrainingRow {
-                    id: r.get(0)?,
+                    id,
                     features,
                     outcome: Outcome::parse(&outcome).unwrap_or(Outcome::Failed),
                     cpu_s: r.get(3)?,
@@ -60,11 +62,11 @@ impl Store {
                     memory_cap_mb: cap.filter(|_| enforced != 0).map(|c| c as f64),
                     timeout_s: r.get::<_, Option<i64>>(7)?.map(|t| t as f64),
                 })
-            })
-            .map_err(q("reading training rows"))?
-            .collect::<Result<Vec<_>, _>>()
+            })()
             .map_err(q("reading training rows"))?;
-        rows.reverse();
-        Ok(rows)
+            out.rows.push(row);
+        }
+        out.rows.reverse();
+        Ok(out)
     }
 }

@@ -112,6 +112,8 @@ impl Env {
     /// All rows, or the error (e.g. while another process is still creating the schema).
     pub fn try_rows(&self) -> rusqlite::Result<Vec<RowView>> {
         let conn = Connection::open(&self.db)?;
+        // `features` as the JSON object it stands for (stored compactly since V11).
+        let dec = presize::store::features::Decoder::new(&conn, &[])?;
         let mut st = conn.prepare(
             "SELECT id, job_id, outcome, attempt, applied_memory_mb, applied_timeout_s,
                         memory_limit_mb, timeout_s, enforced, memory_enforced, dry_run,
@@ -141,7 +143,9 @@ impl Env {
                     started_at: r.get(16)?,
                     predicted_at: r.get(17)?,
                     model_version: r.get(18)?,
-                    features: r.get(19)?,
+                    features: dec
+                        .to_json(r.get_ref(19)?)
+                        .map_or_else(|e| format!("unreadable: {e}"), |v| v.to_string()),
                     backend: r.get(20)?,
                 })
             })?

@@ -15,6 +15,7 @@ mod progress;
 mod replay;
 mod report;
 mod retrain;
+mod rows;
 mod run;
 mod security;
 mod signals;

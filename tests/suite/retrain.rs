@@ -204,7 +204,8 @@ fn keeps_a_better_current_model_unless_forced() {
     let rows = Store::open(&era_b.db)
         .unwrap()
         .training_rows(&schema.names, usize::MAX)
-        .unwrap();
+        .unwrap()
+        .rows;
     let current = TrainedModel::train(
         &rows,
         &schema,
