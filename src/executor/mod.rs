@@ -6,16 +6,20 @@ pub mod burst;
 pub mod cgroup;
 pub mod owner;
 pub mod signals;
+mod spawn;
 pub mod user;
 
 use std::cell::Cell;
 use std::ffi::{OsStr, OsString};
 use std::io;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{self, SigSet, Signal};
+use nix::sys::wait::WaitStatus;
+use nix::unistd::{getpgrp, isatty, tcgetpgrp, Pid};
 use serde::Serialize;
 
 use crate::config::CgroupChoice;
@@ -190,11 +194,9 @@ pub fn resolve_program_in(program: &OsString, path: &OsStr) -> Result<PathBuf, E
     Err(ExecError::NotFound(s.to_string()))
 }
 
-fn killpg(pgid: i32, sig: i32) {
-    // SAFETY: plain syscall; errors (ESRCH when the group is gone) are expected and ignored.
-    unsafe {
-        libc::killpg(pgid, sig);
-    }
+fn killpg(pgid: i32, sig: Signal) {
+    // ESRCH when the group is gone is expected.
+    let _ = signal::killpg(Pid::from_raw(pgid), sig);
 }
 
 struct WaitResult {
@@ -202,12 +204,13 @@ struct WaitResult {
     rusage: libc::rusage,
 }
 
+/// `wait4(2)`: nix has `waitpid` but no call that also returns the child's rusage.
 fn wait_blocking(pid: i32) -> io::Result<WaitResult> {
     loop {
         let mut status = 0;
         // SAFETY: rusage is plain old data; wait4 fills it.
         let mut rusage: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: waiting for our own child.
+        // SAFETY: waiting for our own child; both out-pointers are valid for the call.
         let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut rusage) };
         if rc == pid {
             return Ok(WaitResult { status, rusage });
@@ -222,37 +225,15 @@ fn wait_blocking(pid: i32) -> io::Result<WaitResult> {
 /// The controlling terminal presize holds in the foreground, if any (fd 0, 1 or 2). A job in
 /// its own process group must get it, or reading the terminal stops it with SIGTTIN.
 fn foreground_tty() -> Option<i32> {
-    (0..3).find(|&fd| {
-        // SAFETY: plain queries on standard descriptors.
-        unsafe {
-            libc::isatty(fd) == 1
-                && libc::tcgetpgrp(fd) > 0
-                && libc::tcgetpgrp(fd) == libc::getpgrp()
-        }
-    })
-}
-
-/// A signal set holding only SIGTTOU (built before a fork, used in the child).
-fn sigttou_set() -> libc::sigset_t {
-    // SAFETY: sigemptyset/sigaddset initialise the zeroed set.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTTOU);
-        set
-    }
-}
-
-/// Make `pgrp` the foreground process group of `fd` with SIGTTOU blocked (a background group
-/// calling `tcsetpgrp` is otherwise stopped). Async-signal-safe.
-fn give_tty(fd: i32, pgrp: libc::pid_t, ttou: &libc::sigset_t) {
-    // SAFETY: plain system calls on valid arguments.
-    unsafe {
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::pthread_sigmask(libc::SIG_BLOCK, ttou, &mut old);
-        libc::tcsetpgrp(fd, pgrp);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-    }
+    let me = getpgrp();
+    [
+        io::stdin().as_fd(),
+        io::stdout().as_fd(),
+        io::stderr().as_fd(),
+    ]
+    .into_iter()
+    .find(|fd| isatty(fd).unwrap_or(false) && tcgetpgrp(fd).is_ok_and(|pg| pg == me))
+    .map(|fd| fd.as_raw_fd())
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -281,11 +262,6 @@ impl Executor {
             CgroupChoice::None => Backend::from_kind(CgroupKind::None)?,
         };
         Ok(Self { backend })
-    }
-
-    /// An executor over an explicit backend.
-    pub fn with_backend(backend: Backend) -> Self {
-        Self { backend }
     }
 
     /// `cgroup-v2`, `cgroup-v1` or `none`.
@@ -350,43 +326,18 @@ impl Executor {
         // Only what was really written to the kernel counts as enforced.
         let memory_enforced = cg.applied().memory_bytes.is_some();
 
-        let mut cmd = std::process::Command::new(&resolved);
-        cmd.arg0(program).args(&req.command[1..]).process_group(0);
-        if let Some(dir) = &req.cwd {
-            cmd.current_dir(dir);
-        }
-        if let Some(who) = &req.run_as {
-            who.apply_env(&mut cmd);
-        }
-        let fds: Vec<i32> = cg.procs_fds().to_vec();
-        let run_as = req.run_as.clone();
         let tty = foreground_tty();
-        let ttou = sigttou_set();
-        // SAFETY: the closure only calls write(2) on pre-opened descriptors, sigprocmask +
-        // tcsetpgrp, and setgroups/setgid/setuid on data prepared before the fork
-        // (async-signal-safe, no allocation), so the child joins its cgroups before exec and
-        // before it can fork, takes the terminal if presize had it, and drops to the job's
-        // user only after that.
-        unsafe {
-            cmd.pre_exec(move || {
-                for &fd in &fds {
-                    if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                        return Err(io::Error::last_os_error());
-                    }
-                }
-                if let Some(fd) = tty {
-                    give_tty(fd, libc::getpid(), &ttou);
-                }
-                if let Some(who) = &run_as {
-                    who.apply_in_child()?;
-                }
-                Ok(())
-            });
-        }
-
+        let spawn_req = spawn::SpawnRequest {
+            arg0: program,
+            program: &resolved,
+            args: &req.command[1..],
+            cwd: req.cwd.as_deref(),
+            run_as: req.run_as.as_ref(),
+            tty,
+        };
         let t0 = Instant::now();
-        let child = match cmd.spawn() {
-            Ok(c) => c,
+        let (pid, _placement) = match spawn::spawn(&spawn_req, cg.clone_into(), cg.procs_fds()) {
+            Ok(p) => p,
             Err(source) => {
                 let _ = cg.remove();
                 return Err(ExecError::Spawn {
@@ -395,9 +346,6 @@ impl Executor {
                 });
             }
         };
-        let pid = child.id() as i32;
-        // Dropping std's Child neither waits nor kills; we reap with wait4 for rusage.
-        drop(child);
         on_started(&Started {
             pid: pid as u32,
             start_ticks: proc_start_ticks(pid as u32),
@@ -444,7 +392,10 @@ impl Executor {
             Some(r) => r,
             None => {
                 // The job's own handler sees what presize saw; a timeout is a SIGTERM.
-                killpg(pid, interrupted_by.unwrap_or(libc::SIGTERM));
+                let sig = interrupted_by
+                    .and_then(|s| Signal::try_from(s).ok())
+                    .unwrap_or(Signal::SIGTERM);
+                killpg(pid, sig);
                 let seen = signals::count();
                 let grace = tokio::time::sleep(req.grace);
                 tokio::pin!(grace);
@@ -463,7 +414,7 @@ impl Executor {
                 match within {
                     Some(r) => r,
                     None => {
-                        killpg(pid, libc::SIGKILL);
+                        killpg(pid, Signal::SIGKILL);
                         let _ = cg.kill_all();
                         rx.await
                     }
@@ -472,8 +423,9 @@ impl Executor {
         };
         let wall_s = t0.elapsed().as_secs_f64();
         if let Some(fd) = tty {
-            // SAFETY: trivial libc call.
-            give_tty(fd, unsafe { libc::getpgrp() }, &ttou);
+            let mut ttou = SigSet::empty();
+            ttou.add(Signal::SIGTTOU);
+            spawn::give_tty(fd, getpgrp(), &ttou);
         }
         let waited = match waited {
             Ok(Ok(w)) => w,
@@ -488,7 +440,7 @@ impl Executor {
         };
         // The job is over: nothing it started may outlive it (group members, setsid escapees).
         sample();
-        killpg(pid, libc::SIGKILL);
+        killpg(pid, Signal::SIGKILL);
         let _ = cg.kill_all();
         let stats = cg.stats();
         let oom_events = cg.oom_kills();
@@ -500,13 +452,10 @@ impl Executor {
         };
         let _ = cg.remove();
 
-        let status = waited.status;
-        let (exit_code, signal) = if libc::WIFEXITED(status) {
-            (Some(libc::WEXITSTATUS(status)), None)
-        } else if libc::WIFSIGNALED(status) {
-            (None, Some(libc::WTERMSIG(status)))
-        } else {
-            (None, None)
+        let (exit_code, signal) = match WaitStatus::from_raw(Pid::from_raw(pid), waited.status) {
+            Ok(WaitStatus::Exited(_, code)) => (Some(code), None),
+            Ok(WaitStatus::Signaled(_, sig, _)) => (None, Some(sig as i32)),
+            _ => (None, None),
         };
         let rusage_cpu_s = tv_secs(waited.rusage.ru_utime) + tv_secs(waited.rusage.ru_stime);
         let rusage_maxrss_mb = waited.rusage.ru_maxrss as f64 / 1024.0;
