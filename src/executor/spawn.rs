@@ -9,6 +9,7 @@
 //! `std::process::Command` and every directory is joined through `cgroup.procs` in `pre_exec`.
 //! The two paths do the same steps in the same order: `chdir`, `setpgid(0, 0)`, signal mask
 //! and SIGPIPE reset, cgroup writes, terminal, `setgroups`/`setgid`/`setuid`, `execve`.
+//! `PRESIZE_SPAWN_CLONE3=0` in the environment turns the `clone3` path off.
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
@@ -24,6 +25,8 @@ use nix::unistd::{getpid, pipe2, read, tcsetpgrp, Pid};
 
 use super::user::RunAs;
 
+/// Environment variable that turns the `clone3` path off when set to `0`.
+const CLONE3_ENV: &str = "PRESIZE_SPAWN_CLONE3";
 /// `CLONE_INTO_CGROUP` (linux/sched.h, Linux 5.7).
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
@@ -76,7 +79,8 @@ pub(crate) fn spawn(
     clone_into: Option<(RawFd, &[RawFd])>,
     procs_fds: &[RawFd],
 ) -> io::Result<(i32, Placement)> {
-    if let Some((dir, v1_fds)) = clone_into {
+    let allowed = std::env::var_os(CLONE3_ENV).is_none_or(|v| v != "0");
+    if let Some((dir, v1_fds)) = clone_into.filter(|_| allowed) {
         if let Some(pid) = spawn_clone3(req, dir, v1_fds)? {
             return Ok((pid, Placement::Clone3));
         }
@@ -343,5 +347,124 @@ unsafe fn exec_child(p: &ChildPlan<'_>) -> ! {
         }
         libc::execve(p.program.as_ptr(), p.argv.as_ptr(), p.envp.as_ptr());
         fail(errno())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::executor::cgroup::{Backend, CgroupLimits, JobCgroup};
+
+    fn backend() -> Option<Backend> {
+        let b = Backend::detect();
+        if nix::unistd::geteuid().is_root() && b.why_none().is_none() {
+            return Some(b);
+        }
+        if std::env::var_os("PRESIZE_REQUIRE_CGROUP_TESTS").is_some_and(|v| v == "1") {
+            panic!(
+                "spawn test needs root and a cgroup backend: {:?}",
+                b.why_none()
+            );
+        }
+        eprintln!("skipped: needs root and a cgroup backend");
+        None
+    }
+
+    fn request<'a>(program: &'a Path, args: &'a [OsString]) -> SpawnRequest<'a> {
+        SpawnRequest {
+            arg0: program.as_os_str(),
+            program,
+            args,
+            cwd: None,
+            run_as: None,
+            tty: None,
+        }
+    }
+
+    /// The child is listed in every job directory's `cgroup.procs` and leads its own
+    /// process group.
+    fn assert_placed(job: &JobCgroup, pid: i32) {
+        let dirs: Vec<PathBuf> = job.paths();
+        assert!(!dirs.is_empty());
+        for dir in &dirs {
+            let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+            assert!(
+                procs.split_whitespace().any(|p| p == pid.to_string()),
+                "{pid} not in {}: {procs:?}",
+                dir.display()
+            );
+        }
+        assert_eq!(
+            nix::unistd::getpgid(Some(Pid::from_raw(pid))),
+            Ok(Pid::from_raw(pid))
+        );
+    }
+
+    fn reap(pid: i32) {
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+        let _ = waitpid(Pid::from_raw(pid), None);
+    }
+
+    #[test]
+    fn clone3_places_the_child_in_every_directory() {
+        let Some(b) = backend() else { return };
+        let name = format!("presize-test-clone3-{}", std::process::id());
+        let job = b.create(&name, &CgroupLimits::default()).expect("create");
+        let Some(into) = job.clone_into() else {
+            eprintln!("skipped: no cgroup2 directory for this job");
+            return;
+        };
+        let args = [OsString::from("30")];
+        let sleep = Path::new("/bin/sleep");
+        let (pid, how) = spawn(&request(sleep, &args), Some(into), job.procs_fds()).expect("spawn");
+        assert_eq!(how, Placement::Clone3);
+        assert_placed(&job, pid);
+        reap(pid);
+        job.remove().expect("remove");
+    }
+
+    #[test]
+    fn a_refused_clone3_falls_back_to_cgroup_procs() {
+        let Some(b) = backend() else { return };
+        let name = format!("presize-test-fallback-{}", std::process::id());
+        let job = b.create(&name, &CgroupLimits::default()).expect("create");
+        // Not a cgroup directory: the kernel refuses CLONE_INTO_CGROUP (EBADF).
+        let file = tempfile::tempfile().expect("tempfile");
+        let args = [OsString::from("30")];
+        let sleep = Path::new("/bin/sleep");
+        let (pid, how) = spawn(
+            &request(sleep, &args),
+            Some((file.as_raw_fd(), job.procs_fds())),
+            job.procs_fds(),
+        )
+        .expect("spawn");
+        assert_eq!(how, Placement::ProcsWrite);
+        assert_placed(&job, pid);
+        reap(pid);
+        job.remove().expect("remove");
+    }
+
+    #[test]
+    fn exec_failure_in_the_clone3_child_is_reported_and_reaped() {
+        let Some(b) = backend() else { return };
+        let name = format!("presize-test-noexec-{}", std::process::id());
+        let job = b.create(&name, &CgroupLimits::default()).expect("create");
+        let Some(into) = job.clone_into() else {
+            eprintln!("skipped: no cgroup2 directory for this job");
+            return;
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let not_exec = dir.path().join("script");
+        std::fs::write(&not_exec, "#!/bin/sh\n").expect("write");
+        let err = spawn(&request(&not_exec, &[]), Some(into), job.procs_fds())
+            .err()
+            .expect("exec of a non-executable file fails");
+        assert_eq!(err.raw_os_error(), Some(libc::EACCES), "{err}");
+        // The failed child exited and was reaped: nothing is left in the job.
+        assert!(job.is_empty());
+        job.remove().expect("remove");
     }
 }
