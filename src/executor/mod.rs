@@ -26,6 +26,9 @@ use crate::config::CgroupChoice;
 use crate::job::Outcome;
 pub use cgroup::{Backend, CgroupKind, CgroupLimits};
 
+/// Environment variable that turns the v1 migration warm-up off when set to `0`.
+const PREWARM_ENV: &str = "PRESIZE_CGROUP_PREWARM";
+
 /// Errors of the executor.
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +121,8 @@ pub struct Actuals {
 /// Runs jobs through one cgroup backend.
 pub struct Executor {
     backend: Backend,
+    /// On cgroup v1: keeps the kernel's migration lock warm until the first job is placed.
+    prewarm: Option<cgroup::Prewarm>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -261,7 +266,16 @@ impl Executor {
             CgroupChoice::V1 => Backend::from_kind(CgroupKind::V1)?,
             CgroupChoice::None => Backend::from_kind(CgroupKind::None)?,
         };
-        Ok(Self { backend })
+        // On v1 the child's migration into its cgroups waits for a grace period unless one
+        // ran shortly before: start that wait now, while the store is opened and the job
+        // planned (`PRESIZE_CGROUP_PREWARM=0` turns it off).
+        let prewarm = match &backend {
+            Backend::V1(v1) if std::env::var_os(PREWARM_ENV).is_none_or(|v| v != "0") => {
+                Some(v1.prewarm())
+            }
+            _ => None,
+        };
+        Ok(Self { backend, prewarm })
     }
 
     /// `cgroup-v2`, `cgroup-v1` or `none`.
@@ -336,7 +350,11 @@ impl Executor {
             tty,
         };
         let t0 = Instant::now();
-        let (pid, _placement) = match spawn::spawn(&spawn_req, cg.clone_into(), cg.procs_fds()) {
+        let spawned = spawn::spawn(&spawn_req, cg.clone_into(), cg.procs_fds());
+        if let Some(p) = &self.prewarm {
+            p.stop();
+        }
+        let (pid, _placement) = match spawned {
             Ok(p) => p,
             Err(source) => {
                 let _ = cg.remove();

@@ -315,3 +315,26 @@ fn drop_without_remove_cleans_up() {
     assert_eq!(child.wait().expect("wait").signal(), Some(libc::SIGKILL));
     assert!(paths.iter().all(|p| !p.exists()));
 }
+
+#[test]
+fn prewarm_migrates_presize_into_its_own_cgroup_until_stopped() {
+    let Some(b) = can_run() else { return };
+    let Backend::V1(v1) = &b else {
+        eprintln!("skipped: not a cgroup v1 host");
+        return;
+    };
+    let before = fs::read_to_string("/proc/self/cgroup").expect("cgroup");
+    let warm = v1.prewarm();
+    let start = Instant::now();
+    while warm.migrations() < 3 && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    warm.stop();
+    let done = warm.migrations();
+    assert!(done >= 3, "only {done} no-op migrations in 5 s");
+    std::thread::sleep(Duration::from_millis(50));
+    let after_stop = warm.migrations();
+    assert!(after_stop <= done + 1, "{done} then {after_stop}: did not stop");
+    // A no-op: this process is still where it was, in every hierarchy.
+    assert_eq!(fs::read_to_string("/proc/self/cgroup").expect("cgroup"), before);
+}

@@ -30,7 +30,7 @@ mod tests;
 
 pub use job::JobCgroup;
 pub use none::NoneBackend;
-pub use v1::V1Backend;
+pub use v1::{Prewarm, V1Backend};
 pub use v2::{MovePeers, V2Backend, V2Options};
 
 use std::fmt;

@@ -2,6 +2,10 @@
 //! each nested under this process's own cgroup in that hierarchy, plus — where a cgroup2 tree
 //! is mounted next to v1 and writable — a directory there used for `cgroup.kill`.
 
+mod prewarm;
+
+pub use prewarm::Prewarm;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -112,6 +116,12 @@ impl V1Backend {
             pids: optional("pids"),
             unified,
         })
+    }
+
+    /// Starts keeping the kernel's migration lock warm until the job's child has joined its
+    /// cgroups (see [`Prewarm`]).
+    pub fn prewarm(&self) -> Prewarm {
+        Prewarm::start(self.fs.clone(), self.memory.clone())
     }
 
     pub(super) fn create(
