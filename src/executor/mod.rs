@@ -170,7 +170,7 @@ pub fn resolve_program_for(
 }
 
 /// Resolve `program` in the directories of `path` (or as given when it contains a `/`).
-pub fn resolve_program_in(program: &OsString, path: &OsStr) -> Result<PathBuf, ExecError> {
+pub(crate) fn resolve_program_in(program: &OsString, path: &OsStr) -> Result<PathBuf, ExecError> {
     let s = program.to_string_lossy();
     if s.is_empty() {
         return Err(ExecError::EmptyCommand);

@@ -48,7 +48,7 @@ pub fn boot_id() -> Option<String> {
 }
 
 /// The inode of this process's PID namespace (`/proc/self/ns/pid`).
-pub fn pidns_inode() -> Option<u64> {
+pub(crate) fn pidns_inode() -> Option<u64> {
     std::fs::metadata("/proc/self/ns/pid").ok().map(|m| m.ino())
 }
 
@@ -111,7 +111,7 @@ pub struct CgroupOwner {
 
 /// Parse a cgroup name made by [`Identity::cgroup_name`]; `None` for anything else (older
 /// `presize-<pid>-<row>` names included: they carry no proof of ownership).
-pub fn parse_cgroup_name(name: &str) -> Option<CgroupOwner> {
+pub(crate) fn parse_cgroup_name(name: &str) -> Option<CgroupOwner> {
     let rest = name.strip_prefix(CGROUP_PREFIX)?;
     let parts: Vec<&str> = rest.split('-').collect();
     let [pid, start, ns, token, row] = parts.as_slice() else {

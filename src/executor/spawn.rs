@@ -359,7 +359,7 @@ mod tests {
     use crate::executor::cgroup::{Backend, CgroupLimits, JobCgroup};
 
     fn backend() -> Option<Backend> {
-        let b = Backend::detect();
+        let b = Backend::detect_with(&crate::executor::cgroup::V2Options::default());
         if nix::unistd::geteuid().is_root() && b.why_none().is_none() {
             return Some(b);
         }
@@ -459,9 +459,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let not_exec = dir.path().join("script");
         std::fs::write(&not_exec, "#!/bin/sh\n").expect("write");
-        let err = spawn(&request(&not_exec, &[]), Some(into), job.procs_fds())
-            .err()
-            .expect("exec of a non-executable file fails");
+        let err = match spawn(&request(&not_exec, &[]), Some(into), job.procs_fds()) {
+            Ok((pid, _)) => panic!("exec of a non-executable file started pid {pid}"),
+            Err(e) => e,
+        };
         assert_eq!(err.raw_os_error(), Some(libc::EACCES), "{err}");
         // The failed child exited and was reaped: nothing is left in the job.
         assert!(job.is_empty());

@@ -41,10 +41,10 @@ pub struct RunAs {
 }
 
 /// `PATH` of a job run with `--user` (Debian's `ENV_PATH` for ordinary users).
-pub const USER_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+pub(crate) const USER_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// Variables that pass from presize's environment to a `--user` job (plus every `LC_*`).
-pub const KEPT_VARS: [&str; 5] = ["TERM", "LANG", "LANGUAGE", "TZ", "COLORTERM"];
+pub(crate) const KEPT_VARS: [&str; 5] = ["TERM", "LANG", "LANGUAGE", "TZ", "COLORTERM"];
 
 impl RunAs {
     /// Resolve a user name or numeric uid. Only root may switch users; switching to root
@@ -82,13 +82,13 @@ impl RunAs {
     }
 
     /// Reset `cmd`'s environment to the safe set for this user (see the module docs).
-    pub fn apply_env(&self, cmd: &mut std::process::Command) {
+    pub(crate) fn apply_env(&self, cmd: &mut std::process::Command) {
         cmd.env_clear().envs(self.env());
     }
 
     /// Drop to this user. Call in the child between `fork(3)` and exec (async-signal-safe:
     /// only system calls on data prepared before the fork).
-    pub fn apply_in_child(&self) -> io::Result<()> {
+    pub(crate) fn apply_in_child(&self) -> io::Result<()> {
         if geteuid().is_root() {
             setgroups(&self.groups)?;
         }

@@ -139,7 +139,7 @@ impl JobCgroup {
     /// directory, and the `cgroup.procs` descriptors of the other (v1) directories, which a
     /// child created in the cgroup2 directory still writes `"0"` to before exec. `None`
     /// without a cgroup2 directory. Valid while `self` lives.
-    pub fn clone_into(&self) -> Option<(RawFd, &[RawFd])> {
+    pub(crate) fn clone_into(&self) -> Option<(RawFd, &[RawFd])> {
         let dir = self.cgroup2_dir.as_ref()?;
         Some((dir.as_raw_fd(), &self.v1_procs_fds))
     }
@@ -152,7 +152,7 @@ impl JobCgroup {
     /// Pre-opened write-only `cgroup.procs` descriptors of every directory. The spawner writes
     /// `"0"` to each in `pre_exec` (async-signal-safe: one `write(2)` per fd, no allocation).
     /// Valid while `self` lives.
-    pub fn procs_fds(&self) -> &[RawFd] {
+    pub(crate) fn procs_fds(&self) -> &[RawFd] {
         &self.procs_fds
     }
 
@@ -168,7 +168,7 @@ impl JobCgroup {
 
     /// Non-reclaimable memory in use now (anon + shmem, plus unreclaimable kernel memory on
     /// v2; never page cache), bytes; sample it while the job runs and keep the maximum.
-    pub fn need_bytes(&self) -> Option<u64> {
+    pub(crate) fn need_bytes(&self) -> Option<u64> {
         let (dir, v2) = self.layout.memory_dir()?;
         measure::need_bytes(dir, v2)
     }
@@ -195,7 +195,7 @@ impl JobCgroup {
 
     /// Kills every process in the job and waits (bounded) until the cgroup is empty:
     /// `cgroup.kill` where it exists, plus SIGKILL to every pid listed in `cgroup.procs`.
-    pub fn kill_all(&self) -> Result<(), CgroupError> {
+    pub(crate) fn kill_all(&self) -> Result<(), CgroupError> {
         kill_tree(&self.fs, &self.layout.dirs(), &self.layout.kill_files())
     }
 

@@ -19,7 +19,7 @@ fn can_run() -> Option<Backend> {
     let why = if unsafe { libc::geteuid() } != 0 {
         "not root".to_string()
     } else {
-        let b = Backend::detect();
+        let b = Backend::detect_with(&V2Options::default());
         match b.why_none() {
             None => return Some(b),
             Some(r) => r.to_string(),
@@ -334,7 +334,13 @@ fn prewarm_migrates_presize_into_its_own_cgroup_until_stopped() {
     assert!(done >= 3, "only {done} no-op migrations in 5 s");
     std::thread::sleep(Duration::from_millis(50));
     let after_stop = warm.migrations();
-    assert!(after_stop <= done + 1, "{done} then {after_stop}: did not stop");
+    assert!(
+        after_stop <= done + 1,
+        "{done} then {after_stop}: did not stop"
+    );
     // A no-op: this process is still where it was, in every hierarchy.
-    assert_eq!(fs::read_to_string("/proc/self/cgroup").expect("cgroup"), before);
+    assert_eq!(
+        fs::read_to_string("/proc/self/cgroup").expect("cgroup"),
+        before
+    );
 }

@@ -1,7 +1,7 @@
 //! Cgroup backends written directly against cgroupfs: v2 (a delegated subtree), v1 (including
 //! hybrid hosts, where the controller-less cgroup2 tree is used for `cgroup.kill`) and none.
 //!
-//! The backend is chosen once at start-up ([`Backend::detect`] or [`Backend::from_kind`]) and
+//! The backend is chosen once at start-up (detected, or the kind `[executor] cgroup` forces) and
 //! dispatches by enum, like youki's `AnyCgroupManager`. Each job gets a [`JobCgroup`] that owns
 //! its directories, pre-opened `cgroup.procs` descriptors for race-free placement in `pre_exec`,
 //! and removes everything again (also on drop, so error paths do not leak cgroups).
@@ -9,7 +9,7 @@
 //! Every call here is blocking file-system work (kill and rmdir loops sleep for a few
 //! milliseconds); call it from `spawn_blocking` inside an async runtime.
 //!
-//! Files: `procfs` (where this process is), `fs` (cgroupfs I/O behind the [`fs::CgroupOps`]
+//! Files: `procfs` (where this process is), `fs` (cgroupfs I/O behind the `CgroupOps`
 //! seam), `job` (one job's cgroup), `v1`, `v2`, `none` (the backends), `measure` (need vs
 //! charged memory).
 
@@ -45,7 +45,7 @@ use procfs::{parse_mountinfo, read_proc_self, ProcCgroup};
 /// Longest accepted job cgroup name.
 const MAX_NAME_LEN: usize = 64;
 /// Name of the leaf the executor moves itself into on a delegated v2 subtree; never a job name.
-pub const SUPERVISOR_DIR: &str = "supervisor";
+pub(crate) const SUPERVISOR_DIR: &str = "supervisor";
 
 /// Which cgroup implementation runs the jobs (config `cgroup = "v2" | "v1" | "none"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -164,12 +164,7 @@ impl Backend {
     /// With the default [`V2Options`] ([`MovePeers::Auto`]) it also moves other processes that
     /// share `<base>` into `supervisor` when `<base>` is delegated to this user (see
     /// [`MovePeers`]). Prints nothing.
-    pub fn detect() -> Backend {
-        Self::detect_with(&V2Options::default())
-    }
-
-    /// [`Backend::detect`] with the v2 options of `[executor]` (e.g. `v2_move_peers`).
-    pub fn detect_with(v2: &V2Options) -> Backend {
+    pub(crate) fn detect_with(v2: &V2Options) -> Backend {
         match read_proc_self() {
             Ok((cgroup, mountinfo)) => {
                 Self::detect_in(&Fs::kernel(), Path::new("/"), &cgroup, &mountinfo, v2)
@@ -206,12 +201,12 @@ impl Backend {
     }
 
     /// Forces one kind (config `cgroup = "v2" | "v1" | "none"`); `Unsupported` when it is not usable.
-    pub fn from_kind(kind: CgroupKind) -> Result<Backend, CgroupError> {
+    pub(crate) fn from_kind(kind: CgroupKind) -> Result<Backend, CgroupError> {
         Self::from_kind_with(kind, &V2Options::default())
     }
 
     /// [`Backend::from_kind`] with the v2 options of `[executor]`.
-    pub fn from_kind_with(kind: CgroupKind, v2: &V2Options) -> Result<Backend, CgroupError> {
+    pub(crate) fn from_kind_with(kind: CgroupKind, v2: &V2Options) -> Result<Backend, CgroupError> {
         if kind == CgroupKind::None {
             return Ok(Backend::None(NoneBackend::disabled()));
         }
@@ -256,7 +251,7 @@ impl Backend {
     }
 
     /// Why no cgroup backend is used, for [`Backend::None`].
-    pub fn why_none(&self) -> Option<&str> {
+    pub(crate) fn why_none(&self) -> Option<&str> {
         match self {
             Backend::None(b) => Some(b.reason()),
             _ => None,
@@ -291,7 +286,7 @@ impl Backend {
 }
 
 /// Checks a job cgroup name: `^[A-Za-z0-9_.-]{1,64}$`, not `.`, `..` or `supervisor`.
-pub fn validate_name(name: &str) -> Result<(), CgroupError> {
+pub(crate) fn validate_name(name: &str) -> Result<(), CgroupError> {
     let ok = !name.is_empty()
         && name.len() <= MAX_NAME_LEN
         && name.bytes().all(valid_name_byte)

@@ -19,7 +19,7 @@ impl NoneBackend {
     }
 
     /// The none backend the configuration asked for (`cgroup = "none"`).
-    pub fn disabled() -> NoneBackend {
+    pub(crate) fn disabled() -> NoneBackend {
         NoneBackend::new("cgroups disabled by configuration (cgroup = \"none\")")
     }
 

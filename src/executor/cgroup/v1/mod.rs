@@ -52,22 +52,26 @@ impl V1Dirs {
 
 impl V1Backend {
     /// Parent directory in the memory hierarchy (this process's own memory cgroup).
-    pub fn memory_parent(&self) -> &Path {
+    #[cfg(test)]
+    pub(crate) fn memory_parent(&self) -> &Path {
         &self.memory
     }
 
     /// Parent directory in the cpuacct hierarchy, if one is mounted and writable.
-    pub fn cpuacct_parent(&self) -> Option<&Path> {
+    #[cfg(test)]
+    pub(crate) fn cpuacct_parent(&self) -> Option<&Path> {
         self.cpuacct.as_deref()
     }
 
     /// Parent directory in the pids hierarchy, if one is mounted and writable.
-    pub fn pids_parent(&self) -> Option<&Path> {
+    #[cfg(test)]
+    pub(crate) fn pids_parent(&self) -> Option<&Path> {
         self.pids.as_deref()
     }
 
     /// Parent directory in the hybrid cgroup2 tree, if mounted and writable.
-    pub fn unified_parent(&self) -> Option<&Path> {
+    #[cfg(test)]
+    pub(crate) fn unified_parent(&self) -> Option<&Path> {
         self.unified.as_deref()
     }
 
@@ -120,7 +124,7 @@ impl V1Backend {
 
     /// Starts keeping the kernel's migration lock warm until the job's child has joined its
     /// cgroups (see [`Prewarm`]).
-    pub fn prewarm(&self) -> Prewarm {
+    pub(crate) fn prewarm(&self) -> Prewarm {
         Prewarm::start(self.fs.clone(), self.memory.clone())
     }
 

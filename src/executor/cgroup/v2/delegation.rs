@@ -205,7 +205,7 @@ pub(super) fn user_hint(mount_dir: &Path) -> String {
     }
 }
 
-/// Enables `memory` (required) then `pids`/`cpu` (if available) on `base`; returns what is enabled.
+/// Enables `memory` (required) then `pids`/`cpu` (if available) on `base`; checks that `memory` is on.
 ///
 /// `memory` goes first: enabling a threaded controller (`cpu`, `pids`) alone while `base` still
 /// has processes would turn it into a thread root and break every child. While other processes
@@ -216,7 +216,7 @@ pub(super) fn enable_controllers(
     base: &Path,
     available: &[String],
     peers: &mut Peers,
-) -> Result<Vec<String>, String> {
+) -> Result<(), String> {
     let subtree = base.join("cgroup.subtree_control");
     let current = read_words(&subtree).map_err(|e| e.to_string())?;
     if !current.iter().any(|c| c == "memory") {
@@ -269,7 +269,7 @@ pub(super) fn enable_controllers(
     }
     let enabled = read_words(&subtree).map_err(|e| e.to_string())?;
     if enabled.iter().any(|c| c == "memory") {
-        Ok(enabled)
+        Ok(())
     } else {
         Err(format!(
             "memory is not enabled in {} after writing +memory",

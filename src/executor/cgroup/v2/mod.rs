@@ -65,25 +65,13 @@ pub struct V2Options {
 pub struct V2Backend {
     fs: Fs,
     base: PathBuf,
-    enabled: Vec<String>,
-    moved_peers: Vec<i32>,
 }
 
 impl V2Backend {
     /// The delegated cgroup that job cgroups are created in.
-    pub fn base(&self) -> &Path {
+    #[cfg(test)]
+    pub(crate) fn base(&self) -> &Path {
         &self.base
-    }
-
-    /// Controllers enabled for the job cgroups (from `<base>/cgroup.subtree_control`).
-    pub fn controllers(&self) -> &[String] {
-        &self.enabled
-    }
-
-    /// Other processes this detection moved from `<base>` into `<base>/supervisor` (in the
-    /// order moved; may include pids that exited after the move).
-    pub fn moved_peers(&self) -> &[i32] {
-        &self.moved_peers
     }
 
     /// Finds our cgroup2 base and prepares delegation (idempotent, safe under concurrency).
@@ -157,11 +145,9 @@ impl V2Backend {
             moved: Vec::new(),
         };
         match enable_controllers(fs, &base, &available, &mut peers) {
-            Ok(enabled) => Ok(V2Backend {
+            Ok(()) => Ok(V2Backend {
                 fs: fs.clone(),
                 base,
-                enabled,
-                moved_peers: peers.moved,
             }),
             Err(reason) => {
                 peers.move_back(fs, &base);

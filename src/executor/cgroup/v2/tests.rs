@@ -70,7 +70,6 @@ fn detect_moves_self_into_supervisor_and_enables_controllers() {
         fake.read(&svc.join("cgroup.subtree_control")),
         "cpu memory pids\n"
     );
-    assert_eq!(v2.controllers(), ["cpu", "memory", "pids"]);
     let slice = svc.parent().unwrap_or(&svc);
     assert_eq!(
         fake.read(&slice.join("cgroup.subtree_control")),
@@ -435,16 +434,13 @@ fn shared_marked_base_moves_peers_into_supervisor() {
         &format!("900001\n{}\n900002\n", me()),
     );
     let b = detect(&fake, SVC);
-    let Backend::V2(v2) = &b else {
-        panic!("{:?}", b.why_none())
-    };
+    assert_eq!(b.kind(), CgroupKind::V2, "{:?}", b.why_none());
     assert!(lines(&fake, &svc.join("cgroup.procs")).is_empty());
     let mut sup = lines(&fake, &svc.join("supervisor/cgroup.procs"));
     sup.sort();
     let mut want = vec!["900001".to_string(), "900002".to_string(), me()];
     want.sort();
     assert_eq!(sup, want);
-    assert_eq!(v2.moved_peers(), [900001, 900002]);
     assert_eq!(
         fake.read(&svc.join("cgroup.subtree_control")),
         "cpu memory pids\n"
@@ -495,10 +491,11 @@ fn child_forked_during_the_move_is_caught_by_the_next_round() {
     fake.fork_on_move(900005, 900006);
     fake.fork_on_move(900006, 900007);
     let b = detect(&fake, SVC);
-    let Backend::V2(v2) = &b else {
-        panic!("{:?}", b.why_none())
-    };
-    assert_eq!(v2.moved_peers(), [900005, 900006, 900007]);
+    assert_eq!(b.kind(), CgroupKind::V2, "{:?}", b.why_none());
+    let sup = lines(&fake, &svc.join("supervisor/cgroup.procs"));
+    for pid in ["900005", "900006", "900007"] {
+        assert!(sup.iter().any(|p| p == pid), "{pid} not moved: {sup:?}");
+    }
     assert!(lines(&fake, &svc.join("cgroup.procs")).is_empty());
     assert_eq!(
         fake.read(&svc.join("cgroup.subtree_control")),
