@@ -120,7 +120,7 @@ printf 'root:x:0:\nu1000:x:1000:\n' >"$ir/etc/group"
 # Scratch disk for the page-cache scenario (sparse).
 truncate -s 512M "$work/disk.img"
 mkfs.ext4 -q -F "$work/disk.img"
-echo "== initramfs $(du -h "$work/initrd.gz" | cut -f1) ($(basename "$bin"), $profile)"
+echo "== initramfs $(du -h "$work/initrd.gz" | cut -f1) ($bin)"
 
 echo "== boot (qemu TCG, 2 cpus, 1 GiB)"
 log=$work/serial.log
