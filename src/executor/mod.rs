@@ -158,7 +158,7 @@ pub fn resolve_program(program: &OsString) -> Result<PathBuf, ExecError> {
 }
 
 /// Resolve the program the way it will be run: with the `--user`'s `PATH` when given
-/// ([`user::USER_PATH`]), else with presize's own.
+/// (`/usr/local/bin:/usr/bin:/bin`), else with presize's own.
 pub fn resolve_program_for(
     program: &OsString,
     run_as: Option<&user::RunAs>,

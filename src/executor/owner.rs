@@ -54,9 +54,11 @@ pub(crate) fn pidns_inode() -> Option<u64> {
 
 fn random_token() -> String {
     let mut buf = [0u8; 4];
-    // SAFETY: getrandom writes at most buf.len() bytes into buf.
-    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n != buf.len() as isize {
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| {
+        use std::io::Read;
+        f.read_exact(&mut buf)
+    });
+    if read.is_err() {
         // No entropy source: fall back to time and pid, still distinct per process.
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -156,7 +158,7 @@ pub fn liveness(
     }
 }
 
-/// Liveness of the executor that created the cgroup `name` (see [`parse_cgroup_name`]).
+/// Liveness of the executor that created the cgroup `name` (see `parse_cgroup_name`).
 pub fn cgroup_liveness(me: &Identity, name: &str) -> Liveness {
     match parse_cgroup_name(name) {
         None => Liveness::Unknown,

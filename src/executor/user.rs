@@ -2,9 +2,9 @@
 //! applied in the child after it has joined its cgroup and before it execs.
 //!
 //! The job gets a reset environment, like `sudo`'s `env_reset` or systemd's `User=`: only
-//! [`KEPT_VARS`] (and `LC_*`) pass from presize's environment; `HOME`, `USER`, `LOGNAME`,
-//! `SHELL` come from the user database and `PATH` is [`USER_PATH`], which is also the path the
-//! program is looked up in.
+//! `TERM`, `LANG`, `LANGUAGE`, `TZ`, `COLORTERM` and `LC_*` pass from presize's environment;
+//! `HOME`, `USER`, `LOGNAME`, `SHELL` come from the user database and `PATH` is
+//! `/usr/local/bin:/usr/bin:/bin`, which is also the path the program is looked up in.
 
 use std::ffi::{CString, OsString};
 use std::io;
