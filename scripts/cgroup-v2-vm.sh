@@ -5,9 +5,11 @@
 # inside (cap + OOM kill + escalation, timeout with a setsid escapee, pids.max fork bomb,
 # page cache vs memory.peak, a shared delegated cgroup, a user without root).
 #
-# Usage: scripts/cgroup-v2-vm.sh [--release | --bin PATH] [--keep]
+# Usage: scripts/cgroup-v2-vm.sh [--release | --bin PATH] [--keep] [--bench [PAIRS]]
 #   default binary: target/debug/presize (`cargo build --bin presize`; a no-op after
-#   `cargo test`). --release builds and uses target/release/presize instead.
+#   `cargo test`). --release builds and uses target/release/presize instead. --bench adds
+#   scenario 7: the fixed cost of `presize run -q -- /bin/true` over a bare spawn, paired
+#   (PAIRS per comparison, default 60; use with a release binary).
 # Prints every scenario's VMRESULT line and output, then the final marker; exits 0 only if
 # the VM reached the marker with failed=0. Exit 2: a prerequisite is missing and cannot be
 # installed (not root); the reason is printed.
@@ -19,12 +21,16 @@ root=$PWD
 bin=""
 profile=debug
 keep=0
+bench=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --release) profile=release ;;
     --bin) bin=$2; shift ;;
     --keep) keep=1 ;;
-    *) echo "usage: $0 [--release | --bin PATH] [--keep]" >&2; exit 2 ;;
+    --bench)
+      bench=" presize_bench=1"
+      case "${2:-}" in [0-9]*) bench="$bench presize_bench_pairs=$2"; shift ;; esac ;;
+    *) echo "usage: $0 [--release | --bin PATH] [--keep] [--bench [PAIRS]]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -114,14 +120,14 @@ printf 'root:x:0:\nu1000:x:1000:\n' >"$ir/etc/group"
 # Scratch disk for the page-cache scenario (sparse).
 truncate -s 512M "$work/disk.img"
 mkfs.ext4 -q -F "$work/disk.img"
-echo "== initramfs $(du -h "$work/initrd.gz" | cut -f1) ($(basename "$bin"), $profile)"
+echo "== initramfs $(du -h "$work/initrd.gz" | cut -f1) ($bin)"
 
 echo "== boot (qemu TCG, 2 cpus, 1 GiB)"
 log=$work/serial.log
 start=$(date +%s)
 set +e
-timeout 300 qemu-system-x86_64 -accel tcg -m 1024 -smp "${VM_CPUS:-2}" -nic none -kernel "$kdir/vmlinuz" \
-  -initrd "$work/initrd.gz" -append "console=ttyS0 quiet panic=-1" \
+timeout "${VM_TIMEOUT:-300}" qemu-system-x86_64 -accel tcg -m 1024 -smp "${VM_CPUS:-2}" -nic none -kernel "$kdir/vmlinuz" \
+  -initrd "$work/initrd.gz" -append "console=ttyS0 quiet panic=-1$bench" \
   -drive "file=$work/disk.img,format=raw,if=virtio" \
   -nographic -no-reboot -monitor none </dev/null 2>&1 | tr -d '\r' | tee "$log"
 qrc=${PIPESTATUS[0]}

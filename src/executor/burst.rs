@@ -16,9 +16,9 @@ use serde::Serialize;
 use crate::util::{now_rfc3339, rfc3339};
 
 /// Largest burst factor accepted (caps may reach this × the budget).
-pub const MAX_FACTOR: f64 = 4.0;
+pub(crate) const MAX_FACTOR: f64 = 4.0;
 /// Longest manual burst accepted (a week).
-pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Errors of burst mode.
 #[non_exhaustive]

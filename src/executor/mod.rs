@@ -6,16 +6,20 @@ pub mod burst;
 pub mod cgroup;
 pub mod owner;
 pub mod signals;
+mod spawn;
 pub mod user;
 
 use std::cell::Cell;
 use std::ffi::{OsStr, OsString};
 use std::io;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{self, SigSet, Signal};
+use nix::sys::wait::WaitStatus;
+use nix::unistd::{getpgrp, isatty, tcgetpgrp, Pid};
 use serde::Serialize;
 
 use crate::job::Outcome;
@@ -32,6 +36,9 @@ pub enum CgroupChoice {
     V1,
     None,
 }
+
+/// Environment variable that turns the v1 migration warm-up off when set to `0`.
+const PREWARM_ENV: &str = "PRESIZE_CGROUP_PREWARM";
 
 /// Errors of the executor.
 #[non_exhaustive]
@@ -125,6 +132,8 @@ pub struct Actuals {
 /// Runs jobs through one cgroup backend.
 pub struct Executor {
     backend: Backend,
+    /// On cgroup v1: keeps the kernel's migration lock warm until the first job is placed.
+    prewarm: Option<cgroup::Prewarm>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -160,7 +169,7 @@ pub fn resolve_program(program: &OsString) -> Result<PathBuf, ExecError> {
 }
 
 /// Resolve the program the way it will be run: with the `--user`'s `PATH` when given
-/// ([`user::USER_PATH`]), else with presize's own.
+/// (`/usr/local/bin:/usr/bin:/bin`), else with presize's own.
 pub fn resolve_program_for(
     program: &OsString,
     run_as: Option<&user::RunAs>,
@@ -172,7 +181,7 @@ pub fn resolve_program_for(
 }
 
 /// Resolve `program` in the directories of `path` (or as given when it contains a `/`).
-pub fn resolve_program_in(program: &OsString, path: &OsStr) -> Result<PathBuf, ExecError> {
+pub(crate) fn resolve_program_in(program: &OsString, path: &OsStr) -> Result<PathBuf, ExecError> {
     let s = program.to_string_lossy();
     if s.is_empty() {
         return Err(ExecError::EmptyCommand);
@@ -201,11 +210,9 @@ pub fn resolve_program_in(program: &OsString, path: &OsStr) -> Result<PathBuf, E
     Err(ExecError::NotFound(s.to_string()))
 }
 
-fn killpg(pgid: i32, sig: i32) {
-    // SAFETY: plain syscall; errors (ESRCH when the group is gone) are expected and ignored.
-    unsafe {
-        libc::killpg(pgid, sig);
-    }
+fn killpg(pgid: i32, sig: Signal) {
+    // ESRCH when the group is gone is expected.
+    let _ = signal::killpg(Pid::from_raw(pgid), sig);
 }
 
 struct WaitResult {
@@ -213,12 +220,13 @@ struct WaitResult {
     rusage: libc::rusage,
 }
 
+/// `wait4(2)`: nix has `waitpid` but no call that also returns the child's rusage.
 fn wait_blocking(pid: i32) -> io::Result<WaitResult> {
     loop {
         let mut status = 0;
         // SAFETY: rusage is plain old data; wait4 fills it.
         let mut rusage: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: waiting for our own child.
+        // SAFETY: waiting for our own child; both out-pointers are valid for the call.
         let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut rusage) };
         if rc == pid {
             return Ok(WaitResult { status, rusage });
@@ -233,37 +241,15 @@ fn wait_blocking(pid: i32) -> io::Result<WaitResult> {
 /// The controlling terminal presize holds in the foreground, if any (fd 0, 1 or 2). A job in
 /// its own process group must get it, or reading the terminal stops it with SIGTTIN.
 fn foreground_tty() -> Option<i32> {
-    (0..3).find(|&fd| {
-        // SAFETY: plain queries on standard descriptors.
-        unsafe {
-            libc::isatty(fd) == 1
-                && libc::tcgetpgrp(fd) > 0
-                && libc::tcgetpgrp(fd) == libc::getpgrp()
-        }
-    })
-}
-
-/// A signal set holding only SIGTTOU (built before a fork, used in the child).
-fn sigttou_set() -> libc::sigset_t {
-    // SAFETY: sigemptyset/sigaddset initialise the zeroed set.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTTOU);
-        set
-    }
-}
-
-/// Make `pgrp` the foreground process group of `fd` with SIGTTOU blocked (a background group
-/// calling `tcsetpgrp` is otherwise stopped). Async-signal-safe.
-fn give_tty(fd: i32, pgrp: libc::pid_t, ttou: &libc::sigset_t) {
-    // SAFETY: plain system calls on valid arguments.
-    unsafe {
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::pthread_sigmask(libc::SIG_BLOCK, ttou, &mut old);
-        libc::tcsetpgrp(fd, pgrp);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-    }
+    let me = getpgrp();
+    [
+        io::stdin().as_fd(),
+        io::stdout().as_fd(),
+        io::stderr().as_fd(),
+    ]
+    .into_iter()
+    .find(|fd| isatty(fd).unwrap_or(false) && tcgetpgrp(fd).is_ok_and(|pg| pg == me))
+    .map(|fd| fd.as_raw_fd())
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -291,12 +277,16 @@ impl Executor {
             CgroupChoice::V1 => Backend::from_kind(CgroupKind::V1)?,
             CgroupChoice::None => Backend::from_kind(CgroupKind::None)?,
         };
-        Ok(Self { backend })
-    }
-
-    /// An executor over an explicit backend.
-    pub fn with_backend(backend: Backend) -> Self {
-        Self { backend }
+        // On v1 the child's migration into its cgroups waits for a grace period unless one
+        // ran shortly before: start that wait now, while the store is opened and the job
+        // planned (`PRESIZE_CGROUP_PREWARM=0` turns it off).
+        let prewarm = match &backend {
+            Backend::V1(v1) if std::env::var_os(PREWARM_ENV).is_none_or(|v| v != "0") => {
+                Some(v1.prewarm())
+            }
+            _ => None,
+        };
+        Ok(Self { backend, prewarm })
     }
 
     /// `cgroup-v2`, `cgroup-v1` or `none`.
@@ -361,43 +351,22 @@ impl Executor {
         // Only what was really written to the kernel counts as enforced.
         let memory_enforced = cg.applied().memory_bytes.is_some();
 
-        let mut cmd = std::process::Command::new(&resolved);
-        cmd.arg0(program).args(&req.command[1..]).process_group(0);
-        if let Some(dir) = &req.cwd {
-            cmd.current_dir(dir);
-        }
-        if let Some(who) = &req.run_as {
-            who.apply_env(&mut cmd);
-        }
-        let fds: Vec<i32> = cg.procs_fds().to_vec();
-        let run_as = req.run_as.clone();
         let tty = foreground_tty();
-        let ttou = sigttou_set();
-        // SAFETY: the closure only calls write(2) on pre-opened descriptors, sigprocmask +
-        // tcsetpgrp, and setgroups/setgid/setuid on data prepared before the fork
-        // (async-signal-safe, no allocation), so the child joins its cgroups before exec and
-        // before it can fork, takes the terminal if presize had it, and drops to the job's
-        // user only after that.
-        unsafe {
-            cmd.pre_exec(move || {
-                for &fd in &fds {
-                    if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                        return Err(io::Error::last_os_error());
-                    }
-                }
-                if let Some(fd) = tty {
-                    give_tty(fd, libc::getpid(), &ttou);
-                }
-                if let Some(who) = &run_as {
-                    who.apply_in_child()?;
-                }
-                Ok(())
-            });
-        }
-
+        let spawn_req = spawn::SpawnRequest {
+            arg0: program,
+            program: &resolved,
+            args: &req.command[1..],
+            cwd: req.cwd.as_deref(),
+            run_as: req.run_as.as_ref(),
+            tty,
+        };
         let t0 = Instant::now();
-        let child = match cmd.spawn() {
-            Ok(c) => c,
+        let spawned = spawn::spawn(&spawn_req, cg.clone_into(), cg.procs_fds());
+        if let Some(p) = &self.prewarm {
+            p.stop();
+        }
+        let (pid, _placement) = match spawned {
+            Ok(p) => p,
             Err(source) => {
                 let _ = cg.remove();
                 return Err(ExecError::Spawn {
@@ -406,9 +375,6 @@ impl Executor {
                 });
             }
         };
-        let pid = child.id() as i32;
-        // Dropping std's Child neither waits nor kills; we reap with wait4 for rusage.
-        drop(child);
         on_started(&Started {
             pid: pid as u32,
             start_ticks: proc_start_ticks(pid as u32),
@@ -455,7 +421,10 @@ impl Executor {
             Some(r) => r,
             None => {
                 // The job's own handler sees what presize saw; a timeout is a SIGTERM.
-                killpg(pid, interrupted_by.unwrap_or(libc::SIGTERM));
+                let sig = interrupted_by
+                    .and_then(|s| Signal::try_from(s).ok())
+                    .unwrap_or(Signal::SIGTERM);
+                killpg(pid, sig);
                 let seen = signals::count();
                 let grace = tokio::time::sleep(req.grace);
                 tokio::pin!(grace);
@@ -474,7 +443,7 @@ impl Executor {
                 match within {
                     Some(r) => r,
                     None => {
-                        killpg(pid, libc::SIGKILL);
+                        killpg(pid, Signal::SIGKILL);
                         let _ = cg.kill_all();
                         rx.await
                     }
@@ -483,8 +452,9 @@ impl Executor {
         };
         let wall_s = t0.elapsed().as_secs_f64();
         if let Some(fd) = tty {
-            // SAFETY: trivial libc call.
-            give_tty(fd, unsafe { libc::getpgrp() }, &ttou);
+            let mut ttou = SigSet::empty();
+            ttou.add(Signal::SIGTTOU);
+            spawn::give_tty(fd, getpgrp(), &ttou);
         }
         let waited = match waited {
             Ok(Ok(w)) => w,
@@ -499,7 +469,7 @@ impl Executor {
         };
         // The job is over: nothing it started may outlive it (group members, setsid escapees).
         sample();
-        killpg(pid, libc::SIGKILL);
+        killpg(pid, Signal::SIGKILL);
         let _ = cg.kill_all();
         let stats = cg.stats();
         let oom_events = cg.oom_kills();
@@ -511,13 +481,10 @@ impl Executor {
         };
         let _ = cg.remove();
 
-        let status = waited.status;
-        let (exit_code, signal) = if libc::WIFEXITED(status) {
-            (Some(libc::WEXITSTATUS(status)), None)
-        } else if libc::WIFSIGNALED(status) {
-            (None, Some(libc::WTERMSIG(status)))
-        } else {
-            (None, None)
+        let (exit_code, signal) = match WaitStatus::from_raw(Pid::from_raw(pid), waited.status) {
+            Ok(WaitStatus::Exited(_, code)) => (Some(code), None),
+            Ok(WaitStatus::Signaled(_, sig, _)) => (None, Some(sig as i32)),
+            _ => (None, None),
         };
         let rusage_cpu_s = tv_secs(waited.rusage.ru_utime) + tv_secs(waited.rusage.ru_stime);
         let rusage_maxrss_mb = waited.rusage.ru_maxrss as f64 / 1024.0;

@@ -48,15 +48,17 @@ pub fn boot_id() -> Option<String> {
 }
 
 /// The inode of this process's PID namespace (`/proc/self/ns/pid`).
-pub fn pidns_inode() -> Option<u64> {
+pub(crate) fn pidns_inode() -> Option<u64> {
     std::fs::metadata("/proc/self/ns/pid").ok().map(|m| m.ino())
 }
 
 fn random_token() -> String {
     let mut buf = [0u8; 4];
-    // SAFETY: getrandom writes at most buf.len() bytes into buf.
-    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n != buf.len() as isize {
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| {
+        use std::io::Read;
+        f.read_exact(&mut buf)
+    });
+    if read.is_err() {
         // No entropy source: fall back to time and pid, still distinct per process.
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -111,7 +113,7 @@ pub struct CgroupOwner {
 
 /// Parse a cgroup name made by [`Identity::cgroup_name`]; `None` for anything else (older
 /// `presize-<pid>-<row>` names included: they carry no proof of ownership).
-pub fn parse_cgroup_name(name: &str) -> Option<CgroupOwner> {
+pub(crate) fn parse_cgroup_name(name: &str) -> Option<CgroupOwner> {
     let rest = name.strip_prefix(CGROUP_PREFIX)?;
     let parts: Vec<&str> = rest.split('-').collect();
     let [pid, start, ns, token, row] = parts.as_slice() else {
@@ -156,7 +158,7 @@ pub fn liveness(
     }
 }
 
-/// Liveness of the executor that created the cgroup `name` (see [`parse_cgroup_name`]).
+/// Liveness of the executor that created the cgroup `name` (see `parse_cgroup_name`).
 pub fn cgroup_liveness(me: &Identity, name: &str) -> Liveness {
     match parse_cgroup_name(name) {
         None => Liveness::Unknown,

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::sync::OnceLock;
 
 /// The signals presize handles and forwards.
-pub const HANDLED: [i32; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
+pub(crate) const HANDLED: [i32; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
 
 static FIRST: AtomicI32 = AtomicI32::new(0);
 static COUNT: AtomicU32 = AtomicU32::new(0);
@@ -74,7 +74,7 @@ pub fn count() -> u32 {
 }
 
 /// Sleep for `d`, waking early when a signal is pending; returns it.
-pub fn sleep_unless_signalled(d: std::time::Duration) -> Option<i32> {
+pub(crate) fn sleep_unless_signalled(d: std::time::Duration) -> Option<i32> {
     let step = std::time::Duration::from_millis(20);
     let until = std::time::Instant::now() + d;
     loop {

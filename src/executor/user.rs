@@ -2,12 +2,15 @@
 //! applied in the child after it has joined its cgroup and before it execs.
 //!
 //! The job gets a reset environment, like `sudo`'s `env_reset` or systemd's `User=`: only
-//! [`KEPT_VARS`] (and `LC_*`) pass from presize's environment; `HOME`, `USER`, `LOGNAME`,
-//! `SHELL` come from the user database and `PATH` is [`USER_PATH`], which is also the path the
-//! program is looked up in.
+//! `TERM`, `LANG`, `LANGUAGE`, `TZ`, `COLORTERM` and `LC_*` pass from presize's environment;
+//! `HOME`, `USER`, `LOGNAME`, `SHELL` come from the user database and `PATH` is
+//! `/usr/local/bin:/usr/bin:/bin`, which is also the path the program is looked up in.
 
-use std::ffi::{CStr, CString};
+use std::ffi::{CString, OsString};
 use std::io;
+
+use nix::errno::Errno;
+use nix::unistd::{geteuid, getgrouplist, setgid, setgroups, setuid, Gid, Uid, User};
 
 /// Errors of resolving `--user`.
 #[non_exhaustive]
@@ -31,24 +34,23 @@ pub struct RunAs {
     pub uid: libc::uid_t,
     pub gid: libc::gid_t,
     /// Supplementary groups of the user (from /etc/group), including `gid`.
-    pub groups: Vec<libc::gid_t>,
+    pub groups: Vec<Gid>,
     pub home: String,
     /// Login shell from the user database.
     pub shell: String,
 }
 
 /// `PATH` of a job run with `--user` (Debian's `ENV_PATH` for ordinary users).
-pub const USER_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+pub(crate) const USER_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// Variables that pass from presize's environment to a `--user` job (plus every `LC_*`).
-pub const KEPT_VARS: [&str; 5] = ["TERM", "LANG", "LANGUAGE", "TZ", "COLORTERM"];
+pub(crate) const KEPT_VARS: [&str; 5] = ["TERM", "LANG", "LANGUAGE", "TZ", "COLORTERM"];
 
 impl RunAs {
     /// Resolve a user name or numeric uid. Only root may switch users; switching to root
     /// itself is refused (it would be a no-op that hides a configuration mistake).
     pub fn resolve(spec: &str) -> Result<RunAs, UserError> {
-        // SAFETY: trivial libc call.
-        let me = unsafe { libc::geteuid() };
+        let me = geteuid().as_raw();
         let who = lookup(spec)?.ok_or_else(|| UserError::Unknown(spec.to_owned()))?;
         if who.uid == 0 {
             return Err(UserError::Root(spec.to_owned()));
@@ -59,42 +61,42 @@ impl RunAs {
         Ok(who)
     }
 
-    /// Reset `cmd`'s environment to the safe set for this user (see the module docs).
-    pub fn apply_env(&self, cmd: &mut std::process::Command) {
-        cmd.env_clear();
-        for (k, v) in std::env::vars_os() {
-            let key = k.to_string_lossy();
-            if KEPT_VARS.contains(&key.as_ref()) || key.starts_with("LC_") {
-                cmd.env(&k, &v);
-            }
+    /// The job's environment: the safe set for this user (see the module docs).
+    pub(crate) fn env(&self) -> Vec<(OsString, OsString)> {
+        let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
+            .filter(|(k, _)| {
+                let key = k.to_string_lossy();
+                KEPT_VARS.contains(&key.as_ref()) || key.starts_with("LC_")
+            })
+            .collect();
+        for (k, v) in [
+            ("HOME", self.home.as_str()),
+            ("USER", &self.name),
+            ("LOGNAME", &self.name),
+            ("SHELL", &self.shell),
+            ("PATH", USER_PATH),
+        ] {
+            env.push((k.into(), v.into()));
         }
-        cmd.env("HOME", &self.home)
-            .env("USER", &self.name)
-            .env("LOGNAME", &self.name)
-            .env("SHELL", &self.shell)
-            .env("PATH", USER_PATH);
+        env
     }
 
-    /// Drop to this user. Call in the child between fork and exec (async-signal-safe:
+    /// Reset `cmd`'s environment to the safe set for this user (see the module docs).
+    pub(crate) fn apply_env(&self, cmd: &mut std::process::Command) {
+        cmd.env_clear().envs(self.env());
+    }
+
+    /// Drop to this user. Call in the child between `fork(3)` and exec (async-signal-safe:
     /// only system calls on data prepared before the fork).
-    pub fn apply_in_child(&self) -> io::Result<()> {
-        // SAFETY: plain system calls; `groups` was allocated before the fork.
-        unsafe {
-            if libc::geteuid() == 0
-                && libc::setgroups(self.groups.len() as _, self.groups.as_ptr()) != 0
-            {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::setgid(self.gid) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::setuid(self.uid) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // Paranoia: regaining root must be impossible now.
-            if self.uid != 0 && libc::setuid(0) == 0 {
-                return Err(io::Error::from_raw_os_error(libc::EPERM));
-            }
+    pub(crate) fn apply_in_child(&self) -> io::Result<()> {
+        if geteuid().is_root() {
+            setgroups(&self.groups)?;
+        }
+        setgid(Gid::from_raw(self.gid))?;
+        setuid(Uid::from_raw(self.uid))?;
+        // Paranoia: regaining root must be impossible now.
+        if self.uid != 0 && setuid(Uid::from_raw(0)).is_ok() {
+            return Err(io::Error::from_raw_os_error(libc::EPERM));
         }
         Ok(())
     }
@@ -102,78 +104,40 @@ impl RunAs {
 
 /// Look a user up by name, or by number when the spec is all digits.
 fn lookup(spec: &str) -> Result<Option<RunAs>, UserError> {
-    let err = |source| UserError::Lookup {
+    let err = |source: nix::Error| UserError::Lookup {
         name: spec.to_owned(),
-        source,
+        source: source.into(),
     };
     if spec.is_empty() || spec.contains('\0') {
         return Ok(None);
     }
-    let mut buf = vec![0 as libc::c_char; 16 * 1024];
-    // SAFETY: zeroed passwd is a valid out-parameter.
-    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    let rc = if let Ok(uid) = spec.parse::<libc::uid_t>() {
-        // SAFETY: buffers are valid for the given lengths.
-        unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut result) }
-    } else {
-        let c = CString::new(spec).map_err(|_| UserError::Unknown(spec.to_owned()))?;
-        // SAFETY: as above; `c` is NUL-terminated.
-        unsafe {
-            libc::getpwnam_r(
-                c.as_ptr(),
-                &mut pw,
-                buf.as_mut_ptr(),
-                buf.len(),
-                &mut result,
-            )
-        }
+    let found = match spec.parse::<libc::uid_t>() {
+        Ok(uid) => User::from_uid(Uid::from_raw(uid)),
+        Err(_) => User::from_name(spec),
     };
-    if rc != 0 && rc != libc::ENOENT && rc != libc::ESRCH {
-        return Err(err(io::Error::from_raw_os_error(rc)));
-    }
-    if result.is_null() {
-        return Ok(None);
-    }
-    // SAFETY: getpw*_r filled these with NUL-terminated strings inside `buf`.
-    let (name, home, shell) = unsafe {
-        (
-            CStr::from_ptr(pw.pw_name).to_string_lossy().into_owned(),
-            CStr::from_ptr(pw.pw_dir).to_string_lossy().into_owned(),
-            if pw.pw_shell.is_null() {
-                String::from("/bin/sh")
-            } else {
-                CStr::from_ptr(pw.pw_shell).to_string_lossy().into_owned()
-            },
-        )
+    let user = match found {
+        Ok(Some(u)) => u,
+        Ok(None) | Err(Errno::ENOENT | Errno::ESRCH) => return Ok(None),
+        Err(e) => return Err(err(e)),
     };
-    let groups = group_list(&name, pw.pw_gid).map_err(err)?;
+    let groups = group_list(&user.name, user.gid).map_err(err)?;
     Ok(Some(RunAs {
-        name,
-        uid: pw.pw_uid,
-        gid: pw.pw_gid,
+        uid: user.uid.as_raw(),
+        gid: user.gid.as_raw(),
         groups,
-        home,
-        shell,
+        home: user.dir.to_string_lossy().into_owned(),
+        shell: match user.shell.as_os_str().is_empty() {
+            true => String::from("/bin/sh"),
+            false => user.shell.to_string_lossy().into_owned(),
+        },
+        name: user.name,
     }))
 }
 
 /// The user's groups (`getgrouplist`), the primary group included.
-fn group_list(name: &str, gid: libc::gid_t) -> io::Result<Vec<libc::gid_t>> {
-    let c = CString::new(name).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let mut n: libc::c_int = 32;
-    for _ in 0..8 {
-        let mut groups = vec![0 as libc::gid_t; n as usize];
-        let mut got = n;
-        // SAFETY: `groups` holds `got` entries.
-        let rc = unsafe { libc::getgrouplist(c.as_ptr(), gid, groups.as_mut_ptr(), &mut got) };
-        if rc >= 0 {
-            groups.truncate(got.max(0) as usize);
-            return Ok(groups);
-        }
-        n = got.max(n.saturating_mul(2));
-    }
-    Ok(vec![gid])
+fn group_list(name: &str, gid: Gid) -> nix::Result<Vec<Gid>> {
+    let c = CString::new(name).map_err(|_| Errno::EINVAL)?;
+    getgrouplist(&c, gid)
 }
 
 #[cfg(test)]
@@ -188,7 +152,7 @@ mod tests {
         };
         let by_uid = lookup(&by_name.uid.to_string()).unwrap().unwrap();
         assert_eq!(by_name, by_uid);
-        assert!(by_name.groups.contains(&by_name.gid));
+        assert!(by_name.groups.contains(&Gid::from_raw(by_name.gid)));
     }
 
     #[test]

@@ -1,20 +1,23 @@
 //! Test helper: a fake cgroupfs in a temp dir that acts like the kernel where the backends
 //! depend on it.
 //!
-//! While a [`FakeCgroupFs`] is alive on a thread, the backend's `mkdir` populates new
-//! directories with the interface files the kernel would create, writes to `cgroup.procs`,
+//! A backend detected through [`FakeCgroupFs::detect_at`] (or the other entry points here)
+//! reaches cgroupfs through the fake's [`CgroupOps`]: `mkdir` populates new directories with
+//! the interface files the kernel would create, writes to `cgroup.procs`,
 //! `cgroup.subtree_control` and `cgroup.kill` follow kernel rules (moves, `EBUSY` for the
 //! no-internal-process rule, kill empties the tree), `rmdir` drops the regular files first, and
 //! SIGKILL is never sent: the pid is recorded and removed from every `cgroup.procs` instead.
 //! Everything else is plain files the test writes and reads.
 
-use std::cell::RefCell;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tempfile::TempDir;
+
+use super::fs::{CgroupOps, Fs};
+use super::{Backend, CgroupError, CgroupKind, V2Options};
 
 /// Kernel order of v2 controllers in `cgroup.subtree_control`.
 const V2_ORDER: [&str; 8] = [
@@ -68,15 +71,15 @@ struct State {
     refuse_move: Vec<(i32, i32)>,
 }
 
-thread_local! {
-    static ACTIVE: RefCell<Option<Rc<RefCell<State>>>> = const { RefCell::new(None) };
-}
-
-/// A fake cgroupfs root; installed for the current thread until dropped.
+/// A fake cgroupfs root in a temp dir (removed on drop).
 pub(crate) struct FakeCgroupFs {
     dir: TempDir,
-    state: Rc<RefCell<State>>,
+    state: Arc<Mutex<State>>,
 }
+
+/// The [`CgroupOps`] of a [`FakeCgroupFs`].
+#[derive(Debug)]
+struct FakeOps(Arc<Mutex<State>>);
 
 impl FakeCgroupFs {
     /// An empty root with default [`Options`].
@@ -86,7 +89,7 @@ impl FakeCgroupFs {
 
     pub(crate) fn with_options(options: Options) -> FakeCgroupFs {
         let dir = tempfile::tempdir().expect("tempdir");
-        let state = Rc::new(RefCell::new(State {
+        let state = Arc::new(Mutex::new(State {
             root: dir.path().to_path_buf(),
             mounts: Vec::new(),
             options,
@@ -95,12 +98,53 @@ impl FakeCgroupFs {
             fork_on_move: Vec::new(),
             refuse_move: Vec::new(),
         }));
-        ACTIVE.with(|a| {
-            let mut a = a.borrow_mut();
-            assert!(a.is_none(), "one FakeCgroupFs per thread");
-            *a = Some(Rc::clone(&state));
-        });
         FakeCgroupFs { dir, state }
+    }
+
+    /// The cgroupfs handle a backend under test uses.
+    pub(crate) fn fs(&self) -> Fs {
+        Fs::new(Arc::new(FakeOps(Arc::clone(&self.state))))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    /// `Backend::detect` on this fake, with `/proc/self/cgroup` and mountinfo given.
+    pub(crate) fn detect_at(&self, proc_self_cgroup: &str, mountinfo: &str) -> Backend {
+        self.detect_at_with(proc_self_cgroup, mountinfo, &V2Options::default())
+    }
+
+    /// [`FakeCgroupFs::detect_at`] with explicit v2 options.
+    pub(crate) fn detect_at_with(
+        &self,
+        proc_self_cgroup: &str,
+        mountinfo: &str,
+        v2: &V2Options,
+    ) -> Backend {
+        Backend::detect_in(&self.fs(), self.root(), proc_self_cgroup, mountinfo, v2)
+    }
+
+    /// `Backend::from_kind` (a forced kind) on this fake.
+    pub(crate) fn forced(
+        &self,
+        kind: CgroupKind,
+        proc_self_cgroup: &str,
+        mountinfo: &str,
+    ) -> Result<Backend, CgroupError> {
+        Backend::from_kind_in(
+            &self.fs(),
+            kind,
+            self.root(),
+            proc_self_cgroup,
+            mountinfo,
+            &V2Options::default(),
+        )
+    }
+
+    /// What the kernel does after a `mkdir` in a cgroup mount (for a directory the test made).
+    pub(crate) fn on_mkdir(&self, path: &Path) {
+        on_mkdir(&mut self.lock(), path);
     }
 
     /// The directory to pass to `Backend::detect_at`.
@@ -117,7 +161,7 @@ impl FakeCgroupFs {
     pub(crate) fn mount_v2(&self, mount_point: &str, controllers: &[&str]) -> PathBuf {
         let dir = self.path(mount_point);
         fs::create_dir_all(&dir).expect("mount dir");
-        self.state.borrow_mut().mounts.push((dir.clone(), Hier::V2));
+        self.lock().mounts.push((dir.clone(), Hier::V2));
         populate_root_v2(&dir, controllers);
         dir
     }
@@ -127,11 +171,8 @@ impl FakeCgroupFs {
         let dir = self.path(mount_point);
         fs::create_dir_all(&dir).expect("mount dir");
         let ctrls: Vec<String> = controllers.iter().map(|c| c.to_string()).collect();
-        self.state
-            .borrow_mut()
-            .mounts
-            .push((dir.clone(), Hier::V1(ctrls)));
-        let options = self.state.borrow().options;
+        self.lock().mounts.push((dir.clone(), Hier::V1(ctrls)));
+        let options = self.lock().options;
         populate(
             &dir,
             &Hier::V1(controllers.iter().map(|c| c.to_string()).collect()),
@@ -149,7 +190,7 @@ impl FakeCgroupFs {
             dir.push(part);
             if !dir.exists() {
                 fs::create_dir(&dir).expect("mkdir");
-                on_mkdir(&dir);
+                self.on_mkdir(&dir);
             }
         }
         dir
@@ -165,41 +206,74 @@ impl FakeCgroupFs {
 
     /// Pids the code tried to SIGKILL.
     pub(crate) fn kills(&self) -> Vec<i32> {
-        self.state.borrow().kills.clone()
+        self.lock().kills.clone()
     }
 
     /// When `parent` is next moved, `child` appears in the cgroup `parent` left.
     pub(crate) fn fork_on_move(&self, parent: i32, child: i32) {
-        self.state.borrow_mut().fork_on_move.push((parent, child));
+        self.lock().fork_on_move.push((parent, child));
     }
 
     /// Moving `pid` fails with `errno` (e.g. `ESRCH`: it exited; `EACCES`: another user's).
     pub(crate) fn refuse_move(&self, pid: i32, errno: i32) {
-        self.state.borrow_mut().refuse_move.push((pid, errno));
+        self.lock().refuse_move.push((pid, errno));
     }
 
     /// `cgroup.kill` files written with "1".
     pub(crate) fn kill_writes(&self) -> Vec<PathBuf> {
-        self.state.borrow().kill_writes.clone()
+        self.lock().kill_writes.clone()
     }
 }
 
-impl Drop for FakeCgroupFs {
-    fn drop(&mut self) {
-        ACTIVE.with(|a| a.borrow_mut().take());
-    }
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn with_state<T>(path: &Path, f: impl FnOnce(&mut State) -> T) -> Option<T> {
-    ACTIVE.with(|a| {
-        let a = a.borrow();
-        let state = a.as_ref()?;
-        let mut s = state.borrow_mut();
-        if !path.starts_with(&s.root) {
-            return None;
+impl CgroupOps for FakeOps {
+    fn write(&self, path: &Path, contents: &str) -> io::Result<()> {
+        let mut s = lock(&self.0);
+        assert!(
+            path.starts_with(&s.root),
+            "{} outside the fake",
+            path.display()
+        );
+        match intercept_write(&mut s, path, contents) {
+            Some(result) => result,
+            None => fs::write(path, contents),
         }
-        Some(f(&mut s))
-    })
+    }
+
+    fn mkdir(&self, path: &Path) -> io::Result<()> {
+        let mut s = lock(&self.0);
+        assert!(
+            path.starts_with(&s.root),
+            "{} outside the fake",
+            path.display()
+        );
+        fs::create_dir(path)?;
+        on_mkdir(&mut s, path);
+        Ok(())
+    }
+
+    fn rmdir(&self, path: &Path) -> io::Result<()> {
+        let s = lock(&self.0);
+        assert!(
+            path.starts_with(&s.root),
+            "{} outside the fake",
+            path.display()
+        );
+        before_rmdir(path);
+        fs::remove_dir(path)
+    }
+
+    fn kill(&self, pid: i32) {
+        let mut s = lock(&self.0);
+        s.kills.push(pid);
+        let root = s.root.clone();
+        remove_pid_below(&root, pid);
+    }
 }
 
 fn mount_of<'a>(s: &'a State, path: &Path) -> Option<&'a (PathBuf, Hier)> {
@@ -317,49 +391,30 @@ fn populate(dir: &Path, hier: &Hier, o: &Options, parent_subtree: &[String]) {
     }
 }
 
-/// Called by the backend after a successful `mkdir`.
-pub(crate) fn on_mkdir(path: &Path) {
-    with_state(path, |s| {
-        let Some((_, hier)) = mount_of(s, path) else {
-            return;
-        };
-        let parent_subtree = path
-            .parent()
-            .map(|p| words(&p.join("cgroup.subtree_control")))
-            .unwrap_or_default();
-        populate(path, hier, &s.options, &parent_subtree);
-    });
+/// After a successful `mkdir`: the interface files the kernel creates.
+fn on_mkdir(s: &mut State, path: &Path) {
+    let Some((_, hier)) = mount_of(s, path) else {
+        return;
+    };
+    let parent_subtree = path
+        .parent()
+        .map(|p| words(&p.join("cgroup.subtree_control")))
+        .unwrap_or_default();
+    populate(path, hier, &s.options, &parent_subtree);
 }
 
-/// Called by the backend before `rmdir`: drop the interface files of an empty cgroup.
-pub(crate) fn before_rmdir(path: &Path) {
-    with_state(path, |_| {
-        if !words(&path.join("cgroup.procs")).is_empty() {
-            return; // the kernel refuses: rmdir then fails
-        }
-        if let Ok(entries) = fs::read_dir(path) {
-            for e in entries.flatten() {
-                if e.file_type().map(|t| t.is_file()).unwrap_or(false) {
-                    let _ = fs::remove_file(e.path());
-                }
+/// Before `rmdir`: drop the interface files of an empty cgroup.
+fn before_rmdir(path: &Path) {
+    if !words(&path.join("cgroup.procs")).is_empty() {
+        return; // the kernel refuses: rmdir then fails
+    }
+    if let Ok(entries) = fs::read_dir(path) {
+        for e in entries.flatten() {
+            if e.file_type().map(|t| t.is_file()).unwrap_or(false) {
+                let _ = fs::remove_file(e.path());
             }
         }
-    });
-}
-
-/// Records a SIGKILL instead of sending it; the pid leaves every `cgroup.procs`.
-pub(crate) fn intercept_kill(pid: i32) -> bool {
-    ACTIVE.with(|a| {
-        let a = a.borrow();
-        let Some(state) = a.as_ref() else {
-            return false;
-        };
-        let mut s = state.borrow_mut();
-        s.kills.push(pid);
-        let root = s.root.clone();
-        remove_pid_below(&root, pid);
-        true
-    })
+    }
 }
 
 fn all_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -400,9 +455,9 @@ fn busy() -> io::Error {
     io::Error::from_raw_os_error(libc::EBUSY)
 }
 
-/// Kernel semantics for writes to special files; `None` lets the real write happen.
-pub(crate) fn intercept_write(path: &Path, contents: &str) -> Option<io::Result<()>> {
-    with_state(path, |s| {
+/// Kernel semantics for writes to special files; `None` lets the plain write happen.
+fn intercept_write(s: &mut State, path: &Path, contents: &str) -> Option<io::Result<()>> {
+    let result = (|| {
         let name = path.file_name()?.to_str()?;
         let dir = path.parent()?;
         let (mount_dir, hier) = mount_of(s, path)?.clone();
@@ -504,6 +559,6 @@ pub(crate) fn intercept_write(path: &Path, contents: &str) -> Option<io::Result<
             }
             _ => None,
         }
-    })
-    .flatten()
+    })();
+    result
 }

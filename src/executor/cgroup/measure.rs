@@ -16,7 +16,7 @@
 
 use std::path::Path;
 
-use super::keyed_value;
+use super::fs::keyed_value;
 
 /// Keys of v2 `memory.stat` that the kernel cannot reclaim without swap.
 const V2_NEED_KEYS: [&str; 9] = [

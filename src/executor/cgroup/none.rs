@@ -1,6 +1,8 @@
 //! The no-cgroup backend: nothing is enforced; the caller measures with `wait4` rusage.
 
-use super::{CgroupError, CgroupLimits, JobCgroup, Layout};
+use super::fs::Fs;
+use super::job::{JobCgroup, Layout};
+use super::{CgroupError, CgroupLimits};
 
 /// No cgroups: job cgroups have no directories, stats are all "unmeasured".
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,7 +19,7 @@ impl NoneBackend {
     }
 
     /// The none backend the configuration asked for (`cgroup = "none"`).
-    pub fn disabled() -> NoneBackend {
+    pub(crate) fn disabled() -> NoneBackend {
         NoneBackend::new("cgroups disabled by configuration (cgroup = \"none\")")
     }
 
@@ -31,7 +33,7 @@ impl NoneBackend {
         _name: &str,
         _limits: &CgroupLimits,
     ) -> Result<JobCgroup, CgroupError> {
-        Ok(JobCgroup::new(Layout::None))
+        Ok(JobCgroup::new(Fs::kernel(), Layout::None))
     }
 }
 
