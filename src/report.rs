@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::UNIX_EPOCH;
 
-use crate::cli::{fmt_opt, fmt_pct};
+use crate::numfmt::{fmt_opt, fmt_pct};
 use crate::stats::{self, GroupBy, StatsOptions, StatsReport, Summary};
 use crate::store::{JobRecord, ModelVersionRecord};
 

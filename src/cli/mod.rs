@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::error::Error;
+pub use crate::numfmt::{fmt_opt, fmt_pct};
 
 /// Environment variables, shown in `--help`.
 const ENV_HELP: &str = "Environment:
@@ -183,22 +184,6 @@ pub fn out_json<T: serde::Serialize>(value: &T) -> Result<(), Error> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| Error::Io(format!("cannot serialise the report: {e}")))?;
     out(&(text + "\n"))
-}
-
-/// Format an optional number for tables.
-pub fn fmt_opt(v: Option<f64>, digits: usize) -> String {
-    match v {
-        Some(x) if x.is_finite() => format!("{x:.digits$}"),
-        _ => "-".into(),
-    }
-}
-
-/// Format an optional share (0..1) as a percentage for tables.
-pub fn fmt_pct(v: Option<f64>) -> String {
-    match v {
-        Some(x) if x.is_finite() => format!("{:.1}%", x * 100.0),
-        _ => "-".into(),
-    }
 }
 
 /// Arguments shared by `predict` and `run`.

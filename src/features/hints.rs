@@ -9,7 +9,7 @@
 //! the job's hint is the largest of them.
 //!
 //! A hint is what the tool is allowed (a heap limit, a sort buffer), so it is evidence
-//! about the peak, not a floor: the prior ([`crate::model::prior`]) adds it to the
+//! about the peak, not a floor: the prior (`model::prior`) adds it to the
 //! interpreter's base and raises the upper bound to cover it, and leaves the lower bound
 //! alone.
 //!

@@ -522,7 +522,7 @@ fn truncation() {
     assert!(s.truncated);
     assert_eq!(s.bytes_read, 1000);
     assert_eq!(s.file_bytes, body.len() as u64);
-    assert_eq!(s.sha256, hex(&Sha256::digest(&body[..1000])));
+    assert_eq!(s.sha256, hex::encode(Sha256::digest(&body[..1000])));
     let prior = PriorRuns::default();
     let req = FeatureRequest {
         script: Some(&p),
@@ -546,7 +546,7 @@ fn truncation() {
     )
     .unwrap();
     assert!(!s.truncated);
-    assert_eq!(s.sha256, hex(&Sha256::digest(&body)));
+    assert_eq!(s.sha256, hex::encode(Sha256::digest(&body)));
 }
 
 #[test]
@@ -659,6 +659,87 @@ fn input_walk_is_bounded() {
     let st = input_stats(&[dir.path().to_path_buf()], &[], None).unwrap();
     // Files at levels 2..=8 (l0/f is level 2).
     assert_eq!(st.count, 7);
+}
+
+/// The builtin schema's hash as released (stored models and stored rows carry it): the
+/// names and their order must never change without a schema version bump. Value taken from
+/// `presize predict --json` (`schema_hash`) built from main before the feature table.
+#[test]
+fn builtin_schema_hash_is_pinned() {
+    let s = Schema::for_catalog(&cat());
+    assert_eq!(s.hash, "27f1a501638ec681");
+    assert_eq!(s.names.len(), BASE_FEATURES.len() + 2 * cat().len());
+    assert_eq!(&s.names[..BASE_FEATURES.len()], BASE_FEATURES);
+    assert_eq!(s.names[0], "lang_python");
+    assert_eq!(s.names[BASE_FEATURES.len() - 1], "hint_threads");
+}
+
+/// Each value lands under its own name: a job whose every base feature differs from the
+/// default reads back through `get` by name.
+#[test]
+fn vector_values_sit_under_their_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = write(
+        dir.path(),
+        "a.sh",
+        b"#!/bin/sh
+java -Xmx3g -jar x.jar
+sort --parallel=6 in > out
+",
+    );
+    let input = write(dir.path(), "in.csv", &vec![b'x'; 2 * 1024 * 1024]);
+    let prior = PriorRuns {
+        count: 3,
+        last_cpu_s: 1.0,
+        mean_cpu_s: 2.0,
+        max_cpu_s: 3.0,
+        last_rss_mb: 4.0,
+        mean_rss_mb: 5.0,
+        max_rss_mb: 6.0,
+        last_wall_s: 7.0,
+        mean_wall_s: 8.0,
+        max_wall_s: 9.0,
+    };
+    let command: Vec<OsString> = vec!["sh".into(), script.clone().into(), "1000".into()];
+    let inputs = vec![input];
+    let req = FeatureRequest {
+        script: Some(&script),
+        runtime: None,
+        inputs: &inputs,
+        command: &command,
+        prior: &prior,
+    };
+    let e = extract(&req, &cat(), &ScanOptions::default()).unwrap();
+    let v = &e.vector;
+    assert_eq!(v.values.len(), v.schema.names.len());
+    assert_eq!(v.get("lang_shell"), Some(1.0));
+    assert_eq!(v.get("lang_python"), Some(0.0));
+    assert_eq!(v.get("input_total_mb"), Some(2.0));
+    assert_eq!(v.get("input_count"), Some(1.0));
+    assert_eq!(v.get("input_total_log_mb"), Some(2f64.ln_1p()));
+    assert_eq!(v.get("arg_numeric_count"), Some(1.0));
+    assert_eq!(v.get("arg_max_numeric_log10"), Some(3.0));
+    assert_eq!(v.get("prior_count"), Some(3.0));
+    for (i, n) in [
+        "prior_last_cpu_s",
+        "prior_mean_cpu_s",
+        "prior_max_cpu_s",
+        "prior_last_rss_mb",
+        "prior_mean_rss_mb",
+        "prior_max_rss_mb",
+        "prior_last_wall_s",
+        "prior_mean_wall_s",
+        "prior_max_wall_s",
+    ]
+    .iter()
+    .enumerate()
+    {
+        assert_eq!(v.get(n), Some((i + 1) as f64), "{n}");
+    }
+    assert_eq!(v.get("hint_memory_mb"), Some(e.hints.memory_mb));
+    assert_eq!(v.get("hint_threads"), Some(e.hints.threads));
+    assert!(e.hints.memory_mb >= 3072.0, "{:?}", e.hints);
+    assert!(e.hints.threads >= 6.0, "{:?}", e.hints);
 }
 
 #[test]
@@ -954,6 +1035,7 @@ fn no_panic_on_random_bytes() {
             &inputs,
             &ArgStats::default(),
             &prior,
+            &hints::ResourceHints::default(),
         ));
         let _ = notebook::extract_notebook(&src, false);
         let _ = notebook::extract_notebook(&src, true);
