@@ -59,8 +59,6 @@ mod inputs;
 mod lang;
 mod notebook;
 mod python;
-#[cfg(test)]
-mod python_ref;
 mod rlang;
 mod scan;
 mod schema;
