@@ -17,7 +17,7 @@
 //! languages. R entries may list key exported functions: after `library(pkg)`,
 //! a call to one of them counts as a use of the package.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
@@ -351,9 +351,10 @@ impl Catalog {
     /// first wins; sorted by feature key).
     pub fn from_entries(entries: Vec<CatalogEntry>) -> Catalog {
         let mut keyed: Vec<(String, CatalogEntry)> = Vec::with_capacity(entries.len());
+        let mut seen: HashSet<String> = HashSet::with_capacity(entries.len());
         for mut e in entries {
             let key = feature_key(&e.name);
-            if key.is_empty() || keyed.iter().any(|(k, _)| *k == key) {
+            if key.is_empty() || !seen.insert(key.clone()) {
                 continue;
             }
             e.weight = clean_weight(e.weight);
@@ -369,19 +370,18 @@ impl Catalog {
             let mask = lang_mask(&e.languages);
             for a in std::iter::once(&e.name).chain(e.aliases.iter()) {
                 let lower: Box<[u8]> = a.as_bytes().to_ascii_lowercase().into_boxed_slice();
-                if !alias_index.iter().any(|(x, _, _)| *x == lower) {
-                    alias_index.push((lower, idx, mask));
-                }
+                alias_index.push((lower, idx, mask));
             }
             for x in &e.exports {
-                let b: Box<[u8]> = x.as_bytes().into();
-                if !export_index.iter().any(|(y, _)| *y == b) {
-                    export_index.push((b, idx));
-                }
+                export_index.push((x.as_bytes().into(), idx));
             }
         }
+        // Sorted by word, and for a word listed more than once the first entry's (a stable
+        // sort keeps insertion order among equal words; `dedup_by` keeps the first).
         alias_index.sort_by(|a, b| a.0.cmp(&b.0));
+        alias_index.dedup_by(|later, first| later.0 == first.0);
         export_index.sort_by(|a, b| a.0.cmp(&b.0));
+        export_index.dedup_by(|later, first| later.0 == first.0);
         let alias_filter = filter_of(alias_index.iter().map(|(a, _, _)| &**a));
         let export_filter = filter_of(export_index.iter().map(|(a, _)| &**a));
         Catalog {
