@@ -293,20 +293,24 @@ fn clean_weight(w: f64) -> f64 {
     }
 }
 
+/// The built-in entries in `BUILTIN` order.
+fn builtin_entries() -> Vec<CatalogEntry> {
+    BUILTIN
+        .iter()
+        .map(|(name, langs, aliases, weight, exports)| CatalogEntry {
+            name: (*name).to_string(),
+            languages: langs.to_vec(),
+            aliases: aliases.iter().map(|a| (*a).to_string()).collect(),
+            weight: *weight,
+            exports: exports.iter().map(|e| (*e).to_string()).collect(),
+        })
+        .collect()
+}
+
 impl Catalog {
     /// The built-in catalogue (see the module docs for the weights).
     pub fn builtin() -> Catalog {
-        let entries = BUILTIN
-            .iter()
-            .map(|(name, langs, aliases, weight, exports)| CatalogEntry {
-                name: (*name).to_string(),
-                languages: langs.to_vec(),
-                aliases: aliases.iter().map(|a| (*a).to_string()).collect(),
-                weight: *weight,
-                exports: exports.iter().map(|e| (*e).to_string()).collect(),
-            })
-            .collect();
-        Catalog::from_entries(entries)
+        Catalog::from_entries(builtin_entries())
     }
 
     /// The built-in catalogue with config-file overrides applied. An override
@@ -316,7 +320,10 @@ impl Catalog {
     /// Python, R and shell (where "imports" are the programs called). Keys with
     /// no alphanumeric character are ignored; non-finite weights become 0.
     pub fn with_overrides(overrides: &BTreeMap<String, CatalogOverride>) -> Catalog {
-        let mut entries: Vec<CatalogEntry> = Catalog::builtin().entries;
+        // The built-in entries as listed (not yet deduplicated or sorted): the first entry
+        // of a key is the one an override changes and the one `from_entries` keeps, as
+        // when starting from `Catalog::builtin()`, whose index would be built twice.
+        let mut entries: Vec<CatalogEntry> = builtin_entries();
         for (name, ov) in overrides {
             let name = name.trim();
             if !name.chars().any(|c| c.is_ascii_alphanumeric()) {
