@@ -41,7 +41,8 @@ pub enum ConfigError {
 }
 
 /// Where `presize run` runs jobs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum BackendChoice {
     /// On this host, under a cgroup (the `cgroup` key picks which).

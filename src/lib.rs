@@ -30,6 +30,7 @@
 //! # }
 //! ```
 
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod config;
 pub mod error;
@@ -38,6 +39,7 @@ pub mod features;
 pub mod forecast;
 pub mod job;
 pub mod model;
+pub mod numfmt;
 pub mod policy;
 pub mod provenance;
 pub mod replay;

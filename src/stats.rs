@@ -131,7 +131,8 @@ pub struct StatsReport {
 }
 
 /// Grouping for `stats --by`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum GroupBy {
     Runtime,
     JobKey,

@@ -149,6 +149,7 @@ pub fn check_vector(scan: Option<&ScriptScan>, lang: Language, args: &ArgStats) 
         &InputStats::default(),
         args,
         &PriorRuns::default(),
+        &presize::features::hints::ResourceHints::default(),
     );
     assert_eq!(v.values.len(), v.schema.names.len(), "vector length");
     assert!(v.values.iter().all(|x| x.is_finite()), "non-finite feature");

@@ -50,8 +50,7 @@ fn who() -> String {
         .iter()
         .filter_map(|v| std::env::var(v).ok())
         .find(|v| !v.is_empty())
-        // SAFETY: getuid cannot fail.
-        .unwrap_or_else(|| format!("uid {}", unsafe { libc::getuid() }))
+        .unwrap_or_else(|| format!("uid {}", nix::unistd::getuid()))
 }
 
 fn err(e: BurstError) -> Error {

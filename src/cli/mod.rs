@@ -1,17 +1,17 @@
 //! Command-line interface: one module per subcommand; `main.rs` only parses and exits.
 
-pub mod burst;
-pub mod export;
-pub mod forecast;
-pub mod predict;
-pub mod progress;
-pub mod replay;
-pub mod report;
-pub mod retrain;
-pub mod run;
-pub mod settle;
-pub mod stats;
-pub mod status;
+pub(crate) mod burst;
+pub(crate) mod export;
+pub(crate) mod forecast;
+pub(crate) mod predict;
+pub(crate) mod progress;
+pub(crate) mod replay;
+pub(crate) mod report;
+pub(crate) mod retrain;
+pub(crate) mod run;
+pub(crate) mod settle;
+pub(crate) mod stats;
+pub(crate) mod status;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::error::Error;
+pub(crate) use crate::numfmt::{fmt_opt, fmt_pct};
 
 /// Environment variables, shown in `--help`.
 const ENV_HELP: &str = "Environment:
@@ -71,7 +72,7 @@ pub enum Command {
 
 /// One line for a clap usage error: its first line, the possible values if clap listed
 /// them, and for `run` / `predict` the hint to put the job after `--`.
-pub fn usage_line(e: &clap::Error, args: &[std::ffi::OsString]) -> String {
+pub(crate) fn usage_line(e: &clap::Error, args: &[std::ffi::OsString]) -> String {
     let text = e.render().to_string();
     let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
     let first = lines
@@ -169,7 +170,7 @@ pub fn say(line: &str) {
 }
 
 /// Write to stdout; a closed pipe (`presize stats | head`) is not an error.
-pub fn out(text: &str) -> Result<(), Error> {
+pub(crate) fn out(text: &str) -> Result<(), Error> {
     let mut so = std::io::stdout().lock();
     match so.write_all(text.as_bytes()).and_then(|_| so.flush()) {
         Ok(()) => Ok(()),
@@ -179,26 +180,10 @@ pub fn out(text: &str) -> Result<(), Error> {
 }
 
 /// Serialise a report as one JSON document on stdout.
-pub fn out_json<T: serde::Serialize>(value: &T) -> Result<(), Error> {
+pub(crate) fn out_json<T: serde::Serialize>(value: &T) -> Result<(), Error> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| Error::Io(format!("cannot serialise the report: {e}")))?;
     out(&(text + "\n"))
-}
-
-/// Format an optional number for tables.
-pub fn fmt_opt(v: Option<f64>, digits: usize) -> String {
-    match v {
-        Some(x) if x.is_finite() => format!("{x:.digits$}"),
-        _ => "-".into(),
-    }
-}
-
-/// Format an optional share (0..1) as a percentage for tables.
-pub fn fmt_pct(v: Option<f64>) -> String {
-    match v {
-        Some(x) if x.is_finite() => format!("{:.1}%", x * 100.0),
-        _ => "-".into(),
-    }
 }
 
 /// Arguments shared by `predict` and `run`.

@@ -81,6 +81,7 @@ pub struct PredictReport {
     pub runtime: String,
     pub language: String,
     pub script: Option<String>,
+    /// Hex sha256 of the script's bytes read; computed only for `--json` (else null).
     pub script_sha256: Option<String>,
     pub script_truncated: bool,
     pub imports: Vec<String>,
@@ -126,7 +127,16 @@ pub fn report(args: &Args, settings: &Settings) -> Result<PredictReport, Error> 
         None
     };
     let dry_run = args.dry_run || settings.dry_run;
-    let plan = runner::plan(&spec, settings, &predictor, store.as_ref(), dry_run)?;
+    // The script's sha256 is shown only in the JSON document: the text form skips it (it is
+    // half of what `predict` executes on a 2,000-line script without SHA instructions).
+    let plan = runner::plan_hashing(
+        &spec,
+        settings,
+        &predictor,
+        store.as_ref(),
+        dry_run,
+        args.json,
+    )?;
     warnings.extend(plan.model_warning.clone());
     let opts = RunOptions {
         dry_run,
@@ -177,7 +187,7 @@ pub fn report(args: &Args, settings: &Settings) -> Result<PredictReport, Error> 
         runtime: plan.runtime.clone(),
         language: plan.extracted.language.as_str().to_string(),
         script: plan.script.as_ref().map(|s| s.display().to_string()),
-        script_sha256: plan.script_sha256.clone(),
+        script_sha256: plan.script_sha256.clone().filter(|h| !h.is_empty()),
         script_truncated: plan.script_truncated,
         imports: plan
             .extracted

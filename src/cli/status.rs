@@ -1,6 +1,6 @@
 //! `presize status [--json] [--watch]`: the host now, read-only.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -22,7 +22,7 @@ pub struct Args {
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn on_stop(_: libc::c_int) {
+extern "C" fn on_stop(_: std::ffi::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
@@ -66,13 +66,15 @@ pub fn execute(args: Args) -> Result<i32, Error> {
         }
         return Ok(0);
     }
-    // SAFETY: installs an async-signal-safe handler that only stores to an atomic.
-    unsafe {
-        libc::signal(libc::SIGINT, on_stop as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_stop as *const () as libc::sighandler_t);
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler is async-signal-safe (it only stores to an atomic) and no
+        // other handler for these signals is installed in this process.
+        if let Err(e) = unsafe { signal(sig, SigHandler::Handler(on_stop)) } {
+            return Err(Error::Io(format!("cannot install the {sig} handler: {e}")));
+        }
     }
-    // SAFETY: isatty on a constant descriptor.
-    let tty = unsafe { libc::isatty(1) } == 1;
+    let tty = std::io::stdout().is_terminal();
     let mut so = std::io::stdout();
     while !STOP.load(Ordering::SeqCst) {
         let t0 = Instant::now();

@@ -17,7 +17,7 @@
 //! languages. R entries may list key exported functions: after `library(pkg)`,
 //! a call to one of them counts as a use of the package.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
@@ -293,20 +293,24 @@ fn clean_weight(w: f64) -> f64 {
     }
 }
 
+/// The built-in entries in `BUILTIN` order.
+fn builtin_entries() -> Vec<CatalogEntry> {
+    BUILTIN
+        .iter()
+        .map(|(name, langs, aliases, weight, exports)| CatalogEntry {
+            name: (*name).to_string(),
+            languages: langs.to_vec(),
+            aliases: aliases.iter().map(|a| (*a).to_string()).collect(),
+            weight: *weight,
+            exports: exports.iter().map(|e| (*e).to_string()).collect(),
+        })
+        .collect()
+}
+
 impl Catalog {
     /// The built-in catalogue (see the module docs for the weights).
     pub fn builtin() -> Catalog {
-        let entries = BUILTIN
-            .iter()
-            .map(|(name, langs, aliases, weight, exports)| CatalogEntry {
-                name: (*name).to_string(),
-                languages: langs.to_vec(),
-                aliases: aliases.iter().map(|a| (*a).to_string()).collect(),
-                weight: *weight,
-                exports: exports.iter().map(|e| (*e).to_string()).collect(),
-            })
-            .collect();
-        Catalog::from_entries(entries)
+        Catalog::from_entries(builtin_entries())
     }
 
     /// The built-in catalogue with config-file overrides applied. An override
@@ -316,7 +320,10 @@ impl Catalog {
     /// Python, R and shell (where "imports" are the programs called). Keys with
     /// no alphanumeric character are ignored; non-finite weights become 0.
     pub fn with_overrides(overrides: &BTreeMap<String, CatalogOverride>) -> Catalog {
-        let mut entries: Vec<CatalogEntry> = Catalog::builtin().entries;
+        // The built-in entries as listed (not yet deduplicated or sorted): the first entry
+        // of a key is the one an override changes and the one `from_entries` keeps, as
+        // when starting from `Catalog::builtin()`, whose index would be built twice.
+        let mut entries: Vec<CatalogEntry> = builtin_entries();
         for (name, ov) in overrides {
             let name = name.trim();
             if !name.chars().any(|c| c.is_ascii_alphanumeric()) {
@@ -351,9 +358,10 @@ impl Catalog {
     /// first wins; sorted by feature key).
     pub fn from_entries(entries: Vec<CatalogEntry>) -> Catalog {
         let mut keyed: Vec<(String, CatalogEntry)> = Vec::with_capacity(entries.len());
+        let mut seen: HashSet<String> = HashSet::with_capacity(entries.len());
         for mut e in entries {
             let key = feature_key(&e.name);
-            if key.is_empty() || keyed.iter().any(|(k, _)| *k == key) {
+            if key.is_empty() || !seen.insert(key.clone()) {
                 continue;
             }
             e.weight = clean_weight(e.weight);
@@ -369,19 +377,18 @@ impl Catalog {
             let mask = lang_mask(&e.languages);
             for a in std::iter::once(&e.name).chain(e.aliases.iter()) {
                 let lower: Box<[u8]> = a.as_bytes().to_ascii_lowercase().into_boxed_slice();
-                if !alias_index.iter().any(|(x, _, _)| *x == lower) {
-                    alias_index.push((lower, idx, mask));
-                }
+                alias_index.push((lower, idx, mask));
             }
             for x in &e.exports {
-                let b: Box<[u8]> = x.as_bytes().into();
-                if !export_index.iter().any(|(y, _)| *y == b) {
-                    export_index.push((b, idx));
-                }
+                export_index.push((x.as_bytes().into(), idx));
             }
         }
+        // Sorted by word, and for a word listed more than once the first entry's (a stable
+        // sort keeps insertion order among equal words; `dedup_by` keeps the first).
         alias_index.sort_by(|a, b| a.0.cmp(&b.0));
+        alias_index.dedup_by(|later, first| later.0 == first.0);
         export_index.sort_by(|a, b| a.0.cmp(&b.0));
+        export_index.dedup_by(|later, first| later.0 == first.0);
         let alias_filter = filter_of(alias_index.iter().map(|(a, _, _)| &**a));
         let export_filter = filter_of(export_index.iter().map(|(a, _)| &**a));
         Catalog {

@@ -59,12 +59,11 @@ mod inputs;
 mod lang;
 mod notebook;
 mod python;
-#[cfg(test)]
-mod python_ref;
 mod rlang;
 mod scan;
 mod schema;
 mod shell;
+mod vector;
 
 #[cfg(test)]
 mod tests;
@@ -86,7 +85,8 @@ pub use lang::{
     runtime_language, Language,
 };
 pub use scan::TokenCounts;
-pub use schema::{FeatureVector, Schema, BASE_FEATURES, SCHEMA_NAME, SCHEMA_VERSION};
+pub use schema::{FeatureVector, Schema, SCHEMA_NAME, SCHEMA_VERSION};
+pub use vector::{build_vector, BASE_FEATURES, LIB_FEATURES};
 
 /// Default cap on the bytes of a script that are read and scanned (8 MiB).
 pub const DEFAULT_MAX_SCRIPT_BYTES: u64 = 8 * 1024 * 1024;
@@ -225,16 +225,6 @@ pub enum FeatureError {
     },
 }
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
-    }
-    s
-}
-
 fn script_io_error(path: &Path, e: std::io::Error) -> FeatureError {
     if inputs::is_not_found(&e) {
         FeatureError::ScriptNotFound {
@@ -329,7 +319,7 @@ pub fn scan_script(
     let bytes_read = buf.len() as u64;
     let truncated = file_bytes > limit;
     let sha256 = if opts.script_sha256 {
-        hex(&Sha256::digest(&buf))
+        hex::encode(Sha256::digest(&buf))
     } else {
         String::new()
     };
@@ -382,16 +372,6 @@ pub fn scan_script(
     })
 }
 
-fn finite_nonneg(v: f64) -> f64 {
-    if v.is_finite() && v > 0.0 {
-        v
-    } else {
-        0.0
-    }
-}
-
-const MIB: f64 = 1024.0 * 1024.0;
-
 /// Builds the feature vector for a job: scans the script (if any), sizes the
 /// inputs and folds in prior runs. Every value is finite.
 pub fn extract(
@@ -412,13 +392,19 @@ pub fn extract(
     };
     let inputs = input_stats(req.inputs, req.command, req.script)?;
     let args = arg_stats(req.command);
-    let mut vector = build_vector(catalog, language, scan.as_ref(), &inputs, &args, req.prior);
     let hints = hints::merge(
         hints::from_argv(req.command),
         scan.as_ref().map(|s| s.hints.clone()).unwrap_or_default(),
     );
-    vector.set("hint_memory_mb", finite_nonneg(hints.memory_mb));
-    vector.set("hint_threads", finite_nonneg(hints.threads));
+    let vector = build_vector(
+        catalog,
+        language,
+        scan.as_ref(),
+        &inputs,
+        &args,
+        req.prior,
+        &hints,
+    );
     Ok(Extracted {
         hints,
         vector,
@@ -426,89 +412,4 @@ pub fn extract(
         inputs,
         language,
     })
-}
-
-/// Assembles the vector in [`BASE_FEATURES`] order, then the catalogue pairs.
-pub fn build_vector(
-    catalog: &Catalog,
-    language: Language,
-    scan: Option<&ScriptScan>,
-    inputs: &InputStats,
-    args: &ArgStats,
-    prior: &PriorRuns,
-) -> FeatureVector {
-    let schema = catalog.schema();
-    let mut v: Vec<f64> = Vec::with_capacity(schema.names.len());
-    let b = |x: bool| if x { 1.0 } else { 0.0 };
-    v.push(b(language == Language::Python));
-    v.push(b(language == Language::R));
-    v.push(b(language == Language::Shell));
-    v.push(b(language == Language::Other));
-    let default_counts = TokenCounts::default();
-    let c = scan.map_or(&default_counts, |s| &s.counts);
-    v.push(scan.map_or(0.0, |s| s.file_bytes as f64 / 1024.0));
-    v.push(b(scan.is_some_and(|s| s.truncated)));
-    v.push(c.tokens as f64);
-    v.push(c.code_lines as f64);
-    v.push(c.comment_lines as f64);
-    v.push(c.loops as f64);
-    v.push(c.func_defs as f64);
-    v.push(c.calls as f64);
-    v.push(c.read_calls as f64);
-    v.push(c.max_numeric_log10);
-    v.push(c.parallel_hints as f64);
-    v.push(c.gpu_hints as f64);
-    v.push(scan.map_or(0, |s| s.imports.len()) as f64);
-    let entries = catalog.entries();
-    let (mut heavy_n, mut heavy_w) = (0.0, 0.0);
-    if let Some(s) = scan {
-        for ((_, imported, _), e) in s.heavy.iter().zip(entries) {
-            if *imported {
-                heavy_n += 1.0;
-                heavy_w += e.weight;
-            }
-        }
-    }
-    v.push(heavy_n);
-    v.push(heavy_w);
-    let total_mb = inputs.total_bytes as f64 / MIB;
-    v.push(total_mb);
-    v.push(inputs.max_bytes as f64 / MIB);
-    v.push(f64::from(inputs.count));
-    v.push(total_mb.ln_1p());
-    v.push(f64::from(args.count));
-    v.push(finite_nonneg(args.max_log10));
-    v.push(finite_nonneg(args.log10_sum));
-    v.push(f64::from(prior.count));
-    for x in [
-        prior.last_cpu_s,
-        prior.mean_cpu_s,
-        prior.max_cpu_s,
-        prior.last_rss_mb,
-        prior.mean_rss_mb,
-        prior.max_rss_mb,
-        prior.last_wall_s,
-        prior.mean_wall_s,
-        prior.max_wall_s,
-    ] {
-        v.push(finite_nonneg(x));
-    }
-    // hint_memory_mb, hint_threads: set by `extract` from the command lines.
-    v.push(0.0);
-    v.push(0.0);
-    debug_assert_eq!(v.len(), BASE_FEATURES.len());
-    for i in 0..entries.len() {
-        let (imported, usage) = scan
-            .and_then(|s| s.heavy.get(i))
-            .map_or((false, 0), |(_, im, u)| (*im, *u));
-        v.push(b(imported));
-        v.push(f64::from(usage));
-    }
-    for x in &mut v {
-        if !x.is_finite() {
-            *x = 0.0;
-        }
-    }
-    v.resize(schema.names.len(), 0.0);
-    FeatureVector { schema, values: v }
 }

@@ -8,9 +8,9 @@
 //! in [`Py`] and its methods run on the rarer tokens. Identifier bytes are classified 64 at a
 //! time into bit masks ([`IdBlocks`], SSE2 on x86_64), strings and comments
 //! are skipped with `memchr`, keywords and short bound names compare as one
-//! packed `u64`. The result is, byte for byte, the old lexer's
-//! (`python_ref.rs`, test-only), checked by
-//! `features::tests::python_lexer_matches_reference`.
+//! packed `u64`. The result is the old, straightforward lexer's on every case of
+//! `features::tests::python_golden::python_lexer_golden` (golden digests the old lexer
+//! made before it was removed).
 
 use memchr::{memchr, memchr3};
 

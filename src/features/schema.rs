@@ -8,67 +8,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::catalog::Catalog;
+use super::vector::{BASE_FEATURES, LIB_FEATURES};
 
 /// Schema name carried by every feature vector.
 pub const SCHEMA_NAME: &str = "presize-features";
 /// Bumped whenever the meaning of an existing feature changes.
 pub const SCHEMA_VERSION: u32 = 1;
-
-/// Language-neutral and per-language features, in vector order. The catalogue's
-/// `lib_<key>_imported` / `lib_<key>_usage` pairs follow, in catalogue order.
-///
-/// * `lang_*`: one-hot language (0/1).
-/// * `script_kib`: the script's size on disk / 1024 (0 without a script);
-///   `script_truncated`: 1 when it exceeded `max_script_bytes`.
-/// * `tokens` … `gpu_hints`: [`crate::features::TokenCounts`] of the scanned code.
-/// * `imports`: distinct top-level imports; `heavy_imports`: catalogue entries
-///   imported; `heavy_weight`: sum of their weights.
-/// * `input_total_mb`, `input_max_mb` (MiB), `input_count`,
-///   `input_total_log_mb` = ln(1 + input_total_mb).
-/// * `prior_*`: [`crate::features::PriorRuns`] (non-finite or negative → 0).
-/// * `hint_memory_mb`, `hint_threads`: what the job's command lines tell its tools to
-///   use ([`crate::features::hints`]): JVM heaps, sort buffers, thread counts; 0 when
-///   nothing is stated.
-pub const BASE_FEATURES: &[&str] = &[
-    "lang_python",
-    "lang_r",
-    "lang_shell",
-    "lang_other",
-    "script_kib",
-    "script_truncated",
-    "tokens",
-    "code_lines",
-    "comment_lines",
-    "loops",
-    "func_defs",
-    "calls",
-    "read_calls",
-    "max_numeric_log10",
-    "parallel_hints",
-    "gpu_hints",
-    "imports",
-    "heavy_imports",
-    "heavy_weight",
-    "input_total_mb",
-    "input_max_mb",
-    "input_count",
-    "input_total_log_mb",
-    "arg_numeric_count",
-    "arg_max_numeric_log10",
-    "arg_numeric_log10_sum",
-    "prior_count",
-    "prior_last_cpu_s",
-    "prior_mean_cpu_s",
-    "prior_max_cpu_s",
-    "prior_last_rss_mb",
-    "prior_mean_rss_mb",
-    "prior_max_rss_mb",
-    "prior_last_wall_s",
-    "prior_mean_wall_s",
-    "prior_max_wall_s",
-    "hint_memory_mb",
-    "hint_threads",
-];
 
 /// Feature names plus a hash over them, so a model can refuse a vector it was
 /// not trained on.
@@ -87,8 +32,9 @@ impl Schema {
     pub fn for_catalog(catalog: &Catalog) -> Schema {
         let mut names: Vec<String> = BASE_FEATURES.iter().map(|s| (*s).to_string()).collect();
         for key in catalog.keys() {
-            names.push(format!("lib_{key}_imported"));
-            names.push(format!("lib_{key}_usage"));
+            for (suffix, _) in LIB_FEATURES {
+                names.push(format!("lib_{key}_{suffix}"));
+            }
         }
         Schema::new(SCHEMA_NAME, SCHEMA_VERSION, names)
     }
@@ -116,7 +62,7 @@ impl Schema {
             h.update(n.as_bytes());
         }
         let digest = h.finalize();
-        super::hex(&digest[..8])
+        hex::encode(&digest[..8])
     }
 
     /// True when `hash` matches the name, version and names (e.g. after loading

@@ -522,7 +522,7 @@ fn truncation() {
     assert!(s.truncated);
     assert_eq!(s.bytes_read, 1000);
     assert_eq!(s.file_bytes, body.len() as u64);
-    assert_eq!(s.sha256, hex(&Sha256::digest(&body[..1000])));
+    assert_eq!(s.sha256, hex::encode(Sha256::digest(&body[..1000])));
     let prior = PriorRuns::default();
     let req = FeatureRequest {
         script: Some(&p),
@@ -546,7 +546,7 @@ fn truncation() {
     )
     .unwrap();
     assert!(!s.truncated);
-    assert_eq!(s.sha256, hex(&Sha256::digest(&body)));
+    assert_eq!(s.sha256, hex::encode(Sha256::digest(&body)));
 }
 
 #[test]
@@ -659,6 +659,87 @@ fn input_walk_is_bounded() {
     let st = input_stats(&[dir.path().to_path_buf()], &[], None).unwrap();
     // Files at levels 2..=8 (l0/f is level 2).
     assert_eq!(st.count, 7);
+}
+
+/// The builtin schema's hash as released (stored models and stored rows carry it): the
+/// names and their order must never change without a schema version bump. Value taken from
+/// `presize predict --json` (`schema_hash`) built from main before the feature table.
+#[test]
+fn builtin_schema_hash_is_pinned() {
+    let s = Schema::for_catalog(&cat());
+    assert_eq!(s.hash, "27f1a501638ec681");
+    assert_eq!(s.names.len(), BASE_FEATURES.len() + 2 * cat().len());
+    assert_eq!(&s.names[..BASE_FEATURES.len()], BASE_FEATURES);
+    assert_eq!(s.names[0], "lang_python");
+    assert_eq!(s.names[BASE_FEATURES.len() - 1], "hint_threads");
+}
+
+/// Each value lands under its own name: a job whose every base feature differs from the
+/// default reads back through `get` by name.
+#[test]
+fn vector_values_sit_under_their_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = write(
+        dir.path(),
+        "a.sh",
+        b"#!/bin/sh
+java -Xmx3g -jar x.jar
+sort --parallel=6 in > out
+",
+    );
+    let input = write(dir.path(), "in.csv", &vec![b'x'; 2 * 1024 * 1024]);
+    let prior = PriorRuns {
+        count: 3,
+        last_cpu_s: 1.0,
+        mean_cpu_s: 2.0,
+        max_cpu_s: 3.0,
+        last_rss_mb: 4.0,
+        mean_rss_mb: 5.0,
+        max_rss_mb: 6.0,
+        last_wall_s: 7.0,
+        mean_wall_s: 8.0,
+        max_wall_s: 9.0,
+    };
+    let command: Vec<OsString> = vec!["sh".into(), script.clone().into(), "1000".into()];
+    let inputs = vec![input];
+    let req = FeatureRequest {
+        script: Some(&script),
+        runtime: None,
+        inputs: &inputs,
+        command: &command,
+        prior: &prior,
+    };
+    let e = extract(&req, &cat(), &ScanOptions::default()).unwrap();
+    let v = &e.vector;
+    assert_eq!(v.values.len(), v.schema.names.len());
+    assert_eq!(v.get("lang_shell"), Some(1.0));
+    assert_eq!(v.get("lang_python"), Some(0.0));
+    assert_eq!(v.get("input_total_mb"), Some(2.0));
+    assert_eq!(v.get("input_count"), Some(1.0));
+    assert_eq!(v.get("input_total_log_mb"), Some(2f64.ln_1p()));
+    assert_eq!(v.get("arg_numeric_count"), Some(1.0));
+    assert_eq!(v.get("arg_max_numeric_log10"), Some(3.0));
+    assert_eq!(v.get("prior_count"), Some(3.0));
+    for (i, n) in [
+        "prior_last_cpu_s",
+        "prior_mean_cpu_s",
+        "prior_max_cpu_s",
+        "prior_last_rss_mb",
+        "prior_mean_rss_mb",
+        "prior_max_rss_mb",
+        "prior_last_wall_s",
+        "prior_mean_wall_s",
+        "prior_max_wall_s",
+    ]
+    .iter()
+    .enumerate()
+    {
+        assert_eq!(v.get(n), Some((i + 1) as f64), "{n}");
+    }
+    assert_eq!(v.get("hint_memory_mb"), Some(e.hints.memory_mb));
+    assert_eq!(v.get("hint_threads"), Some(e.hints.threads));
+    assert!(e.hints.memory_mb >= 3072.0, "{:?}", e.hints);
+    assert!(e.hints.threads >= 6.0, "{:?}", e.hints);
 }
 
 #[test]
@@ -954,6 +1035,7 @@ fn no_panic_on_random_bytes() {
             &inputs,
             &ArgStats::default(),
             &prior,
+            &hints::ResourceHints::default(),
         ));
         let _ = notebook::extract_notebook(&src, false);
         let _ = notebook::extract_notebook(&src, true);
@@ -1063,114 +1145,4 @@ fn sha256_is_optional_and_changes_no_feature() {
 
 #[path = "../../benches/common/mod.rs"]
 mod bench_common;
-
-type ScanResult = (BTreeSet<String>, TokenCounts, Vec<(String, bool, u32)>);
-
-fn reference_python(src: &[u8], catalog: &Catalog) -> ScanResult {
-    let mut acc = scan::Acc::new(catalog, Language::Python);
-    python_ref::scan(src, &mut acc);
-    acc.finish(!src.is_empty() && !src.ends_with(b"\n"))
-}
-
-fn assert_same_as_reference(src: &[u8], catalog: &Catalog, what: &str) {
-    let new = scan_source(src, Language::Python, catalog);
-    let old = reference_python(src, catalog);
-    assert_eq!(new, old, "{what}: {:?}", String::from_utf8_lossy(src));
-}
-
-/// Every file under `dir` (not recursive).
-fn files_in(dir: &str) -> Vec<(String, Vec<u8>)> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
-    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(&root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_file())
-        .map(|p| (p.display().to_string(), std::fs::read(&p).unwrap()))
-        .collect();
-    out.sort();
-    out
-}
-
-/// The fast Python lexer gives exactly the old lexer's imports, counts and
-/// catalogue usage: on the bench script, on every fixture and example job
-/// (whatever its language), on every prefix of the small ones and on random
-/// byte mutations biased to the lexer's special characters.
-#[test]
-fn python_lexer_matches_reference() {
-    let catalog = cat();
-    let mut corpus = files_in("tests/fixtures");
-    corpus.extend(files_in("examples/jobs"));
-    corpus.push((
-        "bench".into(),
-        bench_common::python_script(2000).into_bytes(),
-    ));
-    corpus.push((
-        "edge".into(),
-        b"from . import x\nfrom .a import (b as c,\n d)\nimport a.b as c, d\n\
-          m = importlib.import_module('torch')\nm.cuda()\nimport tensorflow as tf\n\
-          tf.config.x(device='cuda:0')\nr'''x\n''' b\"\\\n\" f'{x}' 0x1F 1_0e+3 .5j\n\
-          x = y == z; k <= 3\nh5py.File('a')\nimport scanpy as sc\nsc.read('x')\n\
-          def f(): pass\nlambda: 0\nclass A(B): pass\nwhile 1: n_jobs = Pool(4)\n\\\n"
-            .to_vec(),
-    ));
-    // Identifiers across the 16-byte SIMD chunks: `u` before, at and after
-    // a chunk edge, non-ASCII bytes, long bound names, keywords and names
-    // of exactly 8 bytes (the packed compare), an identifier that ends the
-    // source.
-    let mut long = Vec::new();
-    for k in 0..40 {
-        let mut name = vec![b'a'; k];
-        if k > 0 {
-            name[k - 1] = b'u';
-        }
-        long.extend_from_slice(b"x = ");
-        long.extend_from_slice(&name);
-        long.extend_from_slice(b"_cuda(1)\n");
-    }
-    long.extend_from_slice(
-        "import verylongmodulename_gpu as averylongaliasname\naverylongaliasname.f()\n\
-         import numpy as abcdefgh\nabcdefgh.x()\nabcdefghi = 1\ncontinue nonlocal\n\
-         caf\u{e9} = '\u{fc}ber'\n\u{e9}t\u{e9}_cuda = 1\nend_of_source"
-            .as_bytes(),
-    );
-    corpus.push(("identifiers".into(), long));
-    for (name, src) in &corpus {
-        assert_same_as_reference(src, &catalog, name);
-    }
-    // Every prefix of the small inputs (states cut at any byte).
-    for (name, src) in corpus.iter().filter(|(_, s)| s.len() <= 4096) {
-        for n in 0..src.len() {
-            assert_same_as_reference(&src[..n], &catalog, name);
-        }
-    }
-    // Random mutations.
-    const ALPHABET: &[u8] = b"\n\r\t \\'\"#()[]{}=.,;:*+-<>!0123456789eExXjLu_aAzZ\x80\xff`";
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
-    for (name, src) in corpus.iter().filter(|(_, s)| s.len() <= 16_384) {
-        for _ in 0..200 {
-            let mut m = src.clone();
-            let edits = 1 + next() % 8;
-            for _ in 0..edits {
-                if m.is_empty() {
-                    break;
-                }
-                let at = (next() % m.len() as u64) as usize;
-                let c = ALPHABET[(next() % ALPHABET.len() as u64) as usize];
-                match next() % 3 {
-                    0 => m[at] = c,
-                    1 => m.insert(at, c),
-                    _ => {
-                        m.remove(at);
-                    }
-                }
-            }
-            assert_same_as_reference(&m, &catalog, name);
-        }
-    }
-}
+mod python_golden;

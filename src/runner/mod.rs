@@ -169,6 +169,19 @@ pub fn plan(
     store: Option<&Store>,
     dry_run: bool,
 ) -> Result<Plan, Error> {
+    plan_hashing(spec, settings, predictor, store, dry_run, true)
+}
+
+/// [`plan`], computing the script's sha256 ([`Plan::script_sha256`]) only when
+/// `script_sha256` is true (no feature depends on it; `predict` without `--json` skips it).
+pub fn plan_hashing(
+    spec: &JobSpec,
+    settings: &Settings,
+    predictor: &Predictor,
+    store: Option<&Store>,
+    dry_run: bool,
+    script_sha256: bool,
+) -> Result<Plan, Error> {
     let script = spec
         .script
         .clone()
@@ -182,7 +195,8 @@ pub fn plan(
         Some(s) => s.prior_runs(&job_key, legacy_job_key.as_deref())?,
         None => PriorRuns::default(),
     };
-    let (catalog, opts) = catalog_and_options(settings);
+    let (catalog, mut opts) = catalog_and_options(settings);
+    opts.script_sha256 = script_sha256;
     let req = FeatureRequest {
         script: script.as_deref(),
         runtime: runtime_hint.as_deref(),
