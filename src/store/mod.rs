@@ -175,7 +175,8 @@ impl Store {
         &self.conn
     }
 
-    /// The underlying connection for writers of other tables (admission ledger).
+    /// The underlying connection for writers of other tables (burst mode's, from the CLI).
+    #[cfg(feature = "cli")]
     pub(crate) fn conn_mut(&mut self) -> &mut Connection {
         &mut self.conn
     }
