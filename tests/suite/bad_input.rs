@@ -21,13 +21,17 @@ enum Expect {
 
 struct Case {
     name: &'static str,
-    make: Box<dyn Fn(&Env) -> Command>,
+    make: Box<dyn Fn(&Env) -> Command + Send + Sync>,
     expect: Expect,
     /// The case breaks the database itself: skip the "earlier rows intact" check.
     breaks_db: bool,
 }
 
-fn case(name: &'static str, expect: Expect, make: impl Fn(&Env) -> Command + 'static) -> Case {
+fn case(
+    name: &'static str,
+    expect: Expect,
+    make: impl Fn(&Env) -> Command + Send + Sync + 'static,
+) -> Case {
     Case {
         name,
         make: Box::new(make),
@@ -473,46 +477,63 @@ fn cases() -> Vec<Case> {
 fn bad_input_matrix() {
     let cases = cases();
     assert!(cases.len() >= 25, "only {} cases", cases.len());
-    for c in cases {
-        let env = Env::new();
-        // An earlier, settled row that must survive every case.
-        let o = env.run(&["run", "-q", "--job-key", "earlier", "--", "true"]);
-        assert_eq!(
-            o.status.code(),
-            Some(0),
-            "{}: seeding: {}",
-            c.name,
-            stderr(&o)
-        );
-        let before = env.rows();
-        let mut cmd = (c.make)(&env);
-        let o = cmd.stdout(Stdio::null()).output().unwrap();
-        let err = stderr(&o);
-        assert!(!err.contains("panicked"), "{}: panic: {err}", c.name);
-        match c.expect {
-            Expect::Error(code, mention) => {
-                eprintln!("case {:?}: {}", c.name, err.trim());
-                assert_clean_error(&o, code, mention);
+    // The cases are independent (each has its own store): four at a time.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                while let Some(c) =
+                    cases.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                {
+                    // The panic itself is printed by the hook; name the case beside it.
+                    let r =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check_case(c)));
+                    assert!(r.is_ok(), "case {:?} failed", c.name);
+                }
+            });
+        }
+    });
+}
+
+fn check_case(c: &Case) {
+    let env = Env::new();
+    // An earlier, settled row that must survive every case.
+    let o = env.run(&["run", "-q", "--job-key", "earlier", "--", "true"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}: seeding: {}",
+        c.name,
+        stderr(&o)
+    );
+    let before = env.rows();
+    let mut cmd = (c.make)(&env);
+    let o = cmd.stdout(Stdio::null()).output().unwrap();
+    let err = stderr(&o);
+    assert!(!err.contains("panicked"), "{}: panic: {err}", c.name);
+    match c.expect {
+        Expect::Error(code, mention) => {
+            eprintln!("case {:?}: {}", c.name, err.trim());
+            assert_clean_error(&o, code, mention);
+        }
+        Expect::Job(code, mention, outcome) => {
+            assert_eq!(o.status.code(), Some(code), "{}: {err}", c.name);
+            if let Some(m) = mention {
+                assert!(err.contains(m), "{}: {err:?} lacks {m:?}", c.name);
             }
-            Expect::Job(code, mention, outcome) => {
-                assert_eq!(o.status.code(), Some(code), "{}: {err}", c.name);
-                if let Some(m) = mention {
-                    assert!(err.contains(m), "{}: {err:?} lacks {m:?}", c.name);
-                }
-                if let Some(want) = outcome {
-                    let rows = env.rows();
-                    let last = rows.last().unwrap();
-                    assert_eq!(last.outcome.as_deref(), Some(want), "{}", c.name);
-                }
+            if let Some(want) = outcome {
+                let rows = env.rows();
+                let last = rows.last().unwrap();
+                assert_eq!(last.outcome.as_deref(), Some(want), "{}", c.name);
             }
         }
-        if !c.breaks_db {
-            let after = env.rows();
-            assert!(after.len() >= before.len(), "{}: rows lost", c.name);
-            assert_eq!(after[0].outcome, before[0].outcome, "{}", c.name);
-            assert_eq!(after[0].settled_at, before[0].settled_at, "{}", c.name);
-            assert!(env.integrity_ok(), "{}: integrity", c.name);
-        }
+    }
+    if !c.breaks_db {
+        let after = env.rows();
+        assert!(after.len() >= before.len(), "{}: rows lost", c.name);
+        assert_eq!(after[0].outcome, before[0].outcome, "{}", c.name);
+        assert_eq!(after[0].settled_at, before[0].settled_at, "{}", c.name);
+        assert!(env.integrity_ok(), "{}: integrity", c.name);
     }
 }
 

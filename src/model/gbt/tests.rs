@@ -1,4 +1,4 @@
-use super::train::bin_edges;
+use super::binning::bin_edges;
 use super::*;
 use linfa::traits::Predict;
 use linfa::Dataset;
