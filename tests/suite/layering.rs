@@ -4,8 +4,9 @@
 //! `crate::<module>` (and `super::` that climbs to the crate root) references of code and
 //! doc comments (rustdoc resolves intra-doc links, so they are references too; plain `//`
 //! comments and string literals are not), and fails with the cycle when the module graph
-//! has one. The intended order, bottom to top: util < job < features < model < policy <
-//! store < executor < config < stats/forecast/… < runner/slurm/replay/retrain < cli.
+//! has one. The order today, bottom to top (README "Architecture"): util/job/numfmt <
+//! features < model < policy < store < executor < stats/forecast/report/provenance <
+//! config < slurm < error < runner/status/verdict < replay/retrain < cli.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
