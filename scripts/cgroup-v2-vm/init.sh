@@ -92,7 +92,7 @@ in_cgroup "$d" presize run --memory-mb 50 --timeout 120 -- dd if=/dev/zero of=/d
 rc=$?
 ok=1
 has /tmp/s1/out "backend cgroup-v2" "attempt 1: oom_killed — peak 50.0 MB" "(cgroup-v2)" \
-  "OOM-killed at 50 MB (peak > cap); retrying with" "attempt 2: ok" &&
+  "OOM-killed at 50 MB; retrying with" "attempt 2: ok" &&
   [ $rc = 0 ] && stats_has '"key": "cgroup-v2"' '"oom_killed": 1' '"ok": 1' '"predicted_cap_attempts": 1' && ok=0
 result cap_oom_escalation $ok "exit $rc; 50 MB cap on a 70 MB dd: OOM-killed, retried under the engine's rule ($(grep -o 'retrying with [0-9]* MB' /tmp/s1/out)), ok; stats: backend cgroup-v2, 1 oom_killed + 1 ok row"
 show /tmp/s1/out
